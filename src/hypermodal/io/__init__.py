@@ -1,0 +1,14 @@
+"""Image readers: one module per format family, chosen by :mod:`hypermodal.io.registry`."""
+
+from hypermodal.io.base import CorruptFileError, FileHeader, ImageReadError, UnsupportedFileError
+from hypermodal.io.registry import iter_images, read_header, reader_for
+
+__all__ = [
+    "CorruptFileError",
+    "FileHeader",
+    "ImageReadError",
+    "UnsupportedFileError",
+    "iter_images",
+    "read_header",
+    "reader_for",
+]

@@ -1,0 +1,355 @@
+"""Dataset-level split and per-dataset caps.
+
+Every dataset lands in exactly one of train / validate / test, so test datasets are unseen in
+training (paper §2.2). The split is either given explicitly (a file mapping dataset → split, as
+in the paper's Appendix A) or found automatically: whole datasets are assigned so that each
+class's images are shared among the splits in the target ratios, and every class is present in
+every split where there are enough datasets of that class.
+
+Caps (paper §2.2): at most 50,000 CT and 100,000 MR images per dataset by default, taken in
+catalog order. The split file is written once and reused.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hypermodal.atomic import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validate", "test")
+DEFAULT_RATIOS = (0.7, 0.15, 0.15)
+DEFAULT_CAPS: dict[str, int] = {"CT": 50_000, "MR": 100_000}
+
+
+class SplitError(ValueError):
+    """The split file or request is inconsistent with the catalog."""
+
+
+@dataclass
+class SplitPlan:
+    """Which split each dataset belongs to, and how it was decided."""
+
+    assignments: dict[str, str]
+    method: str  # "auto" or "file"
+    seed: int | None = None
+    ratios: tuple[float, float, float] = DEFAULT_RATIOS
+    caps: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_CAPS))
+    exclude_localizers: bool = True
+    quality: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def hash(self) -> str:
+        payload = json.dumps(
+            {
+                "assignments": dict(sorted(self.assignments.items())),
+                "caps": dict(sorted(self.caps.items())),
+                "exclude_localizers": self.exclude_localizers,
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "method": self.method,
+            "seed": self.seed,
+            "ratios": list(self.ratios),
+            "caps": self.caps,
+            "exclude_localizers": self.exclude_localizers,
+            "hash": self.hash,
+            "quality": self.quality,
+            "assignments": dict(sorted(self.assignments.items())),
+        }
+
+    def save(self, path: Path | str) -> None:
+        write_text_atomic(Path(path), json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: Path | str) -> SplitPlan:
+        """Load a split written by :meth:`save`, or an explicit split file.
+
+        Explicit files: JSON/YAML mapping ``{dataset: split}`` (or ``{split: [datasets]}``), or a
+        CSV with columns ``dataset,split``.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"split file {path} not found")
+        suffix = path.suffix.lower()
+        if suffix == ".csv":
+            with path.open(newline="") as fh:
+                reader = csv.DictReader(fh)
+                if not reader.fieldnames or not {"dataset", "split"} <= set(reader.fieldnames):
+                    raise SplitError(f"{path}: a CSV split file needs columns dataset,split")
+                data: Any = {row["dataset"]: row["split"] for row in reader}
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(path.read_text())
+        else:
+            try:
+                data = json.loads(path.read_text())
+            except json.JSONDecodeError as exc:
+                raise SplitError(f"{path}: not valid JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise SplitError(f"{path}: expected a mapping of dataset to split")
+        if "assignments" in data:
+            plan = cls(
+                assignments=_normalise_assignments(data["assignments"], path),
+                method=data.get("method", "file"),
+                seed=data.get("seed"),
+                ratios=tuple(data.get("ratios", DEFAULT_RATIOS)),  # type: ignore[arg-type]
+                caps={k: int(v) for k, v in data.get("caps", DEFAULT_CAPS).items()},
+                exclude_localizers=bool(data.get("exclude_localizers", True)),
+                quality=data.get("quality", {}),
+            )
+            if data.get("hash") and data["hash"] != plan.hash:
+                raise SplitError(f"{path}: content does not match its recorded hash (edited?)")
+            return plan
+        return cls(assignments=_normalise_assignments(data, path), method="file")
+
+
+def _normalise_assignments(data: Mapping[str, Any], path: Path) -> dict[str, str]:
+    aliases = {"val": "validate", "valid": "validate", "validation": "validate"}
+    out: dict[str, str] = {}
+    if set(map(str, data)) <= set(SPLITS) | set(aliases) and all(
+        isinstance(v, list) for v in data.values()
+    ):
+        for split, names in data.items():
+            for name in names:
+                out[str(name)] = aliases.get(str(split).lower(), str(split).lower())
+    else:
+        out = {str(k): aliases.get(str(v).lower(), str(v).lower()) for k, v in data.items()}
+    bad = {k: v for k, v in out.items() if v not in SPLITS}
+    if bad:
+        raise SplitError(f"{path}: unknown split names {bad}; use train/validate/test")
+    return out
+
+
+def class_counts(catalog: pd.DataFrame, caps: Mapping[str, int]) -> pd.DataFrame:
+    """Images per (dataset, label) after caps: a table with datasets as rows, classes as columns."""
+    counts = catalog.groupby(["dataset", "label"], sort=True).size().unstack(fill_value=0)
+    for label, cap in caps.items():
+        if label in counts:
+            counts[label] = counts[label].clip(upper=cap)
+    return counts
+
+
+def _objective(
+    assign: np.ndarray, counts: np.ndarray, ratios: np.ndarray, need: np.ndarray
+) -> float:
+    """Squared error of each class's share per split against the ratios, plus a large penalty
+    per (class, split) that is empty although the class has enough datasets to fill it."""
+    onehot = np.zeros((3, len(assign)))
+    onehot[assign, np.arange(len(assign))] = 1.0
+    per_split = onehot @ counts
+    present = (onehot @ (counts > 0)) > 0
+    totals = counts.sum(axis=0)
+    shares = per_split / np.maximum(totals, 1)
+    err = float(((shares - ratios[:, None]) ** 2).sum())
+    missing = int(((~present) & need[None, :]).sum())
+    return err + 10.0 * missing
+
+
+def auto_split(
+    counts: pd.DataFrame,
+    ratios: tuple[float, float, float] = DEFAULT_RATIOS,
+    seed: int = 0,
+    iterations: int | None = None,
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """Assign whole datasets to splits (deterministic for a seed).
+
+    ``counts``: images per dataset (rows) and class (columns), after caps. Local search from a
+    greedy start: move one dataset or swap two while the objective improves; random restarts
+    escape local minima. Returns the assignment and a quality report.
+    """
+    if not np.isclose(sum(ratios), 1.0) or min(ratios) < 0:
+        raise SplitError(f"split ratios must be non-negative and sum to 1, got {ratios}")
+    names = list(counts.index)
+    if not names:
+        raise SplitError("no datasets to split")
+    mat = counts.to_numpy(dtype=float)
+    r = np.asarray(ratios, dtype=float)
+    # A class can fill every split with a non-zero ratio only if it has that many datasets.
+    n_nonzero = int((r > 0).sum())
+    need = (mat > 0).sum(axis=0) >= n_nonzero
+    rng = np.random.default_rng(seed)
+    if iterations is None:  # enough local-search steps for the number of datasets
+        iterations = max(2_000, min(20_000, 400 * len(names)))
+
+    def greedy() -> np.ndarray:
+        order = rng.permutation(len(names))
+        order = order[np.argsort(-mat[order].sum(axis=1), kind="stable")]
+        assign = np.full(len(names), -1)
+        per_split = np.zeros((3, mat.shape[1]))
+        totals = mat.sum(axis=0)
+        for i in order:
+            # Put the dataset where its classes are most under their target.
+            deficit = [
+                float(((r[s] * totals - per_split[s]) * (mat[i] > 0)).sum()) if r[s] > 0 else -1e18
+                for s in range(3)
+            ]
+            s = int(np.argmax(deficit))
+            assign[i] = s
+            per_split[s] += mat[i]
+        return assign
+
+    best, best_score = None, np.inf
+    restarts = max(1, min(20, iterations // max(1, 50 * len(names))))
+    steps = max(1, iterations // restarts)
+    for _ in range(restarts):
+        assign = greedy()
+        score = _objective(assign, mat, r, need)
+        for _ in range(steps):
+            cand = assign.copy()
+            i = int(rng.integers(len(names)))
+            if rng.random() < 0.5 or len(names) < 2:
+                choices = [s for s in range(3) if s != cand[i] and r[s] > 0]
+                if not choices:
+                    continue
+                cand[i] = choices[int(rng.integers(len(choices)))]
+            else:
+                j = int(rng.integers(len(names)))
+                cand[i], cand[j] = cand[j], cand[i]
+            cand_score = _objective(cand, mat, r, need)
+            if cand_score <= score:
+                assign, score = cand, cand_score
+        if score < best_score:
+            best, best_score = assign, score
+    assert best is not None
+    assignments = {names[i]: SPLITS[int(best[i])] for i in range(len(names))}
+    return assignments, split_quality(counts, assignments, ratios)
+
+
+def split_quality(
+    counts: pd.DataFrame, assignments: Mapping[str, str], ratios: tuple[float, float, float]
+) -> dict[str, Any]:
+    """Images per class per split, each class's share per split, and classes missing anywhere."""
+    table: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
+    datasets: dict[str, int] = {s: 0 for s in SPLITS}
+    for s in SPLITS:
+        names = [d for d in counts.index if assignments.get(d) == s]
+        datasets[s] = len(names)
+        sub = counts.loc[names]
+        table[s] = {str(c): int(sub[c].sum()) for c in counts.columns}
+    totals = {str(c): int(counts[c].sum()) for c in counts.columns}
+    shares = {
+        s: {c: round(table[s][c] / totals[c], 4) if totals[c] else 0.0 for c in totals}
+        for s in SPLITS
+    }
+    missing = [
+        {"split": s, "class": c}
+        for s, r in zip(SPLITS, ratios, strict=True)
+        if r > 0
+        for c in totals
+        if table[s][c] == 0
+    ]
+    max_dev = max(
+        (abs(shares[s][c] - r) for s, r in zip(SPLITS, ratios, strict=True) for c in totals),
+        default=0.0,
+    )
+    return {
+        "images": table,
+        "datasets": datasets,
+        "shares": shares,
+        "target_ratios": list(ratios),
+        "max_share_deviation": round(float(max_dev), 4),
+        "missing": missing,
+    }
+
+
+def make_split(
+    catalog: pd.DataFrame,
+    split_file: Path | str | None = None,
+    ratios: tuple[float, float, float] = DEFAULT_RATIOS,
+    seed: int = 0,
+    caps: Mapping[str, int] | None = None,
+    exclude_localizers: bool = True,
+) -> SplitPlan:
+    """A split for ``catalog``: from ``split_file`` when given, else found automatically."""
+    caps = dict(DEFAULT_CAPS if caps is None else caps)
+    usable = catalog[~catalog["localizer"]] if exclude_localizers else catalog
+    counts = class_counts(usable, caps)
+    if split_file is not None:
+        given = SplitPlan.load(split_file)
+        missing = sorted(set(counts.index) - set(given.assignments))
+        if missing:
+            raise SplitError(
+                f"split file {split_file} does not place {len(missing)} dataset(s) of the "
+                f"catalog: {missing[:10]}{' …' if len(missing) > 10 else ''}"
+            )
+        plan = SplitPlan(
+            assignments={d: given.assignments[d] for d in counts.index},
+            method="file",
+            ratios=ratios,
+            caps=caps,
+            exclude_localizers=exclude_localizers,
+        )
+    else:
+        assignments, _ = auto_split(counts, ratios=ratios, seed=seed)
+        plan = SplitPlan(
+            assignments=assignments,
+            method="auto",
+            seed=seed,
+            ratios=ratios,
+            caps=caps,
+            exclude_localizers=exclude_localizers,
+        )
+    plan.quality = split_quality(counts, plan.assignments, ratios)
+    for miss in plan.quality["missing"]:
+        log.warning("class %s has no images in the %s split", miss["class"], miss["split"])
+    return plan
+
+
+def apply_split(catalog: pd.DataFrame, plan: SplitPlan) -> pd.DataFrame:
+    """The rows selected for the store, in catalog order, with ``split`` filled in.
+
+    Drops localizers (when the plan says so), rows of datasets the plan does not place, and rows
+    beyond each dataset's cap for their class (the first ``cap`` rows in catalog order are kept).
+    """
+    df = catalog.copy()
+    df["split"] = df["dataset"].map(plan.assignments)
+    keep = df["split"].notna()
+    if plan.exclude_localizers:
+        keep &= ~df["localizer"].astype(bool)
+    df = df[keep]
+    if plan.caps:
+        rank = df.groupby(["dataset", "label"], sort=False).cumcount()
+        cap = df["label"].map(plan.caps).fillna(np.inf)
+        df = df[rank < cap]
+    return df.reset_index(drop=True)
+
+
+def split_or_reuse(
+    catalog: pd.DataFrame,
+    out: Path | str,
+    split_file: Path | str | None = None,
+    force: bool = False,
+    **kwargs: Any,
+) -> tuple[SplitPlan, bool]:
+    """Write the split to ``out`` once; later calls reuse it. Returns (plan, reused)."""
+    out = Path(out)
+    if out.exists() and not force and split_file is None:
+        plan = SplitPlan.load(out)
+        missing = sorted(set(catalog["dataset"]) - set(plan.assignments))
+        if missing:
+            raise SplitError(
+                f"existing split {out} does not place datasets {missing[:10]}; the catalog has "
+                "changed — rerun with --force to make a new split (this changes the test set)"
+            )
+        return plan, True
+    plan = make_split(catalog, split_file=split_file, **kwargs)
+    plan.save(out)
+    return plan, False

@@ -1,0 +1,270 @@
+"""Feeding batches from the slice store to a model, without decoding anything.
+
+The store keeps every image as ``size × size`` uint8 in one memory-mapped array, so a batch is a
+single fancy-indexing read of sorted row numbers (sorted reads touch the file in order and are
+fast; the order of images *inside* a batch does not matter to SGD). Batches stay uint8 until they
+reach the device: on a GPU only one byte per pixel crosses PCIe (from pinned memory, without
+blocking), and the conversion to float, the ``/255`` scaling and an optional resize to a smaller
+training resolution run on the device (:func:`to_model_input`). Inference uses the same function,
+so training and prediction see identical inputs.
+
+The epoch order comes from a generator seeded with ``(seed, epoch)``: a run resumed at epoch
+``k`` sees exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+log = logging.getLogger(__name__)
+
+#: One batch as it leaves the loader: uint8 images (B, S, S), int64 labels (B,), int64 rows (B,).
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` → the first CUDA device when available, else the CPU; other values as given.
+
+    Raises:
+        RuntimeError: CUDA was asked for but is not available.
+    """
+    if isinstance(device, torch.device):
+        resolved = device
+    elif str(device).lower() == "auto":
+        resolved = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        resolved = torch.device(str(device))
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available here")
+    return resolved
+
+
+def resolve_workers(workers: int | None, device: torch.device) -> int:
+    """Loader worker processes: ``None`` → 0 on the CPU (reading is ~1000× cheaper than the
+    model there, and workers would steal its cores), up to 4 on CUDA."""
+    if workers is not None:
+        if workers < 0:
+            raise ValueError(f"workers must be ≥ 0, got {workers}")
+        return int(workers)
+    if device.type != "cuda":
+        return 0
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def to_model_input(
+    batch: torch.Tensor | np.ndarray,
+    device: torch.device | str,
+    train_size: int | None = None,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """Turn a uint8 batch into the float input the network was trained on.
+
+    Moves the uint8 batch to ``device`` (non-blocking: pinned host memory makes it asynchronous),
+    converts to float32 in [0, 1] (``/255``), adds the channel axis and, when ``train_size``
+    differs from the stored size, resizes with antialiased bilinear interpolation on the device.
+
+    Args:
+        batch: uint8 images ``(B, S, S)`` or ``(B, 1, S, S)``.
+        device: where the model lives.
+        train_size: side length the model was trained at; ``None`` keeps ``S``.
+        channels_last: return a channels-last tensor (faster convolutions on CUDA).
+
+    Returns:
+        float32 tensor ``(B, 1, train_size, train_size)`` on ``device``.
+    """
+    if isinstance(batch, np.ndarray):
+        batch = torch.from_numpy(np.ascontiguousarray(batch))
+    if batch.dtype != torch.uint8:
+        raise TypeError(f"expected a uint8 batch, got {batch.dtype}")
+    if batch.ndim == 3:
+        batch = batch.unsqueeze(1)
+    if batch.ndim != 4 or batch.shape[1] != 1:
+        raise ValueError(f"expected (B, S, S) or (B, 1, S, S), got {tuple(batch.shape)}")
+    x = batch.to(device, non_blocking=True).float().div_(255.0)
+    if train_size is not None and (x.shape[-2], x.shape[-1]) != (train_size, train_size):
+        x = F.interpolate(
+            x, size=(train_size, train_size), mode="bilinear", align_corners=False, antialias=True
+        )
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def epoch_order(
+    rows: np.ndarray,
+    labels: np.ndarray,
+    epoch: int,
+    seed: int,
+    *,
+    shuffle: bool = True,
+    balance: bool = False,
+    max_images: int | None = None,
+) -> np.ndarray:
+    """Row indices an epoch visits, in order.
+
+    Args:
+        rows: candidate store rows (for example ``store.rows("train")``).
+        labels: class index of every store row (indexed by row number).
+        epoch: 0-based epoch number; with ``seed`` it fixes the order.
+        seed: run seed.
+        shuffle: ``False`` keeps ``rows`` as given (evaluation).
+        balance: draw rows with replacement so every class present is equally likely
+            (class-balanced sampling; off by default, as in the paper).
+        max_images: cap on images per epoch (a fresh random subset each epoch).
+
+    Returns:
+        int64 array of store rows.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    n = len(rows) if max_images is None else min(len(rows), int(max_images))
+    if not shuffle:
+        return rows[:n]
+    rng = np.random.default_rng([int(seed), int(epoch)])
+    if balance and len(rows):
+        row_labels = labels[rows]
+        classes, inverse, counts = np.unique(row_labels, return_inverse=True, return_counts=True)
+        weights = 1.0 / (len(classes) * counts[inverse])
+        return rng.choice(rows, size=n, replace=True, p=weights / weights.sum())
+    return rows[rng.permutation(len(rows))[:n]]
+
+
+def batch_plan(order: np.ndarray, batch_size: int, *, drop_singleton: bool = False) -> list[np.ndarray]:
+    """Split an epoch order into batches, each sorted by row number for sequential reads.
+
+    Args:
+        order: rows in visiting order.
+        batch_size: images per batch.
+        drop_singleton: drop a final batch of one image (BatchNorm cannot train on it).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    batches = [np.sort(order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
+    if drop_singleton and batches and len(batches[-1]) == 1:
+        batches.pop()
+    return batches
+
+
+class BatchSource(Dataset):
+    """Map-style dataset whose item ``i`` is the ``i``-th planned batch, read in one go.
+
+    Used with ``DataLoader(batch_size=None)``: the loader's workers read whole batches, so there is
+    no per-image Python overhead and no collation. A memory-mapped array is re-opened by file name
+    in each worker instead of being pickled.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batches: list[np.ndarray]):
+        self.images = images
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> Batch:
+        rows = self.batches[index]
+        x = np.ascontiguousarray(self.images[rows])
+        return torch.from_numpy(x), torch.from_numpy(self.labels[rows]), torch.from_numpy(rows)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        images = self.images
+        if isinstance(images, np.memmap) and images.filename:
+            state["images"] = ("memmap", images.filename, images.shape, images.offset)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        images = state["images"]
+        if isinstance(images, tuple) and images and images[0] == "memmap":
+            _, filename, shape, offset = images
+            state["images"] = np.memmap(filename, dtype=np.uint8, mode="r", shape=shape, offset=offset)
+        self.__dict__.update(state)
+
+
+class BatchFeeder:
+    """Batches of one split of a store, epoch after epoch.
+
+    Args:
+        images: the store's uint8 images ``(N, S, S)`` (a memory map).
+        labels: class index per store row.
+        rows: rows this feeder draws from (for example ``store.rows("train")``).
+        batch_size: images per batch.
+        shuffle: reshuffle every epoch (training) or keep row order (evaluation).
+        seed: run seed; the order of epoch ``e`` depends only on ``(seed, e)``.
+        balance: class-balanced sampling with replacement.
+        max_images: per-epoch image cap.
+        device: the model's device; pinned memory is used when it is CUDA.
+        workers: loader worker processes (0 reads in the main process).
+        drop_singleton: drop a trailing batch of one image (set for training).
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        rows: np.ndarray,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        balance: bool = False,
+        max_images: int | None = None,
+        device: torch.device | None = None,
+        workers: int = 0,
+        drop_singleton: bool = False,
+    ):
+        self.images = images
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.balance = balance
+        self.max_images = max_images
+        self.device = device or torch.device("cpu")
+        self.workers = int(workers)
+        self.drop_singleton = drop_singleton
+
+    def plan(self, epoch: int) -> list[np.ndarray]:
+        """The batches (arrays of sorted store rows) of one epoch."""
+        order = epoch_order(
+            self.rows,
+            self.labels,
+            epoch,
+            self.seed,
+            shuffle=self.shuffle,
+            balance=self.balance,
+            max_images=self.max_images,
+        )
+        return batch_plan(order, self.batch_size, drop_singleton=self.drop_singleton)
+
+    def num_images(self, epoch: int = 0) -> int:
+        """Images seen in one epoch."""
+        return int(sum(len(b) for b in self.plan(epoch)))
+
+    def __len__(self) -> int:
+        """Batches per epoch (the same for every epoch)."""
+        return len(self.plan(0))
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        """Iterate over the batches of ``epoch``: uint8 images, labels, rows (all on the host)."""
+        source = BatchSource(self.images, self.labels, self.plan(epoch))
+        if not len(source):
+            return iter(())
+        workers = min(self.workers, len(source))
+        loader = DataLoader(
+            source,
+            batch_size=None,
+            shuffle=False,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if workers else None,
+        )
+        return iter(loader)
