@@ -112,7 +112,7 @@ class SliceStore:
 
     def rows(self, split: str | None = None) -> np.ndarray:
         """Row indices of images that were stored successfully, optionally of one split."""
-        mask = self.table["ok"].to_numpy(dtype=bool)
+        mask = self.table["ok"].to_numpy(dtype=bool, copy=True)
         if split is not None:
             if split not in SPLITS:
                 raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")

@@ -91,6 +91,10 @@ def read_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"{path} is corrupt, truncated or not a PyTorch checkpoint (not a torch.save zip file)"
+        )
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -112,6 +116,12 @@ def read_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     if missing:
         raise CheckpointError(f"{path} is incomplete: missing {', '.join(missing)}")
     return data
+
+
+def _writable(array: np.ndarray) -> np.ndarray:
+    """A C-contiguous writable array (torch warns on read-only memory maps)."""
+    array = np.ascontiguousarray(array)
+    return array if array.flags.writeable else array.copy()
 
 
 @dataclass
@@ -221,7 +231,7 @@ def predict_proba(
         ``loaded.classes[i]``.
     """
     if isinstance(batch, np.ndarray):
-        batch = torch.from_numpy(np.ascontiguousarray(batch))
+        batch = torch.from_numpy(_writable(batch))
     if batch.ndim == 2:
         batch = batch.unsqueeze(0)
     size = loaded.preprocess.size

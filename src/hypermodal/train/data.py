@@ -81,7 +81,8 @@ def to_model_input(
         float32 tensor ``(B, 1, train_size, train_size)`` on ``device``.
     """
     if isinstance(batch, np.ndarray):
-        batch = torch.from_numpy(np.ascontiguousarray(batch))
+        batch = np.ascontiguousarray(batch)
+        batch = torch.from_numpy(batch if batch.flags.writeable else batch.copy())
     if batch.dtype != torch.uint8:
         raise TypeError(f"expected a uint8 batch, got {batch.dtype}")
     if batch.ndim == 3:
@@ -136,7 +137,9 @@ def epoch_order(
     return rows[rng.permutation(len(rows))[:n]]
 
 
-def batch_plan(order: np.ndarray, batch_size: int, *, drop_singleton: bool = False) -> list[np.ndarray]:
+def batch_plan(
+    order: np.ndarray, batch_size: int, *, drop_singleton: bool = False
+) -> list[np.ndarray]:
     """Split an epoch order into batches, each sorted by row number for sequential reads.
 
     Args:
@@ -184,7 +187,9 @@ class BatchSource(Dataset):
         images = state["images"]
         if isinstance(images, tuple) and images and images[0] == "memmap":
             _, filename, shape, offset = images
-            state["images"] = np.memmap(filename, dtype=np.uint8, mode="r", shape=shape, offset=offset)
+            state["images"] = np.memmap(
+                filename, dtype=np.uint8, mode="r", shape=shape, offset=offset
+            )
         self.__dict__.update(state)
 
 
@@ -245,13 +250,16 @@ class BatchFeeder:
         )
         return batch_plan(order, self.batch_size, drop_singleton=self.drop_singleton)
 
-    def num_images(self, epoch: int = 0) -> int:
-        """Images seen in one epoch."""
-        return int(sum(len(b) for b in self.plan(epoch)))
+    def num_images(self) -> int:
+        """Images seen in one epoch (the same for every epoch)."""
+        n = len(self.rows) if self.max_images is None else min(len(self.rows), self.max_images)
+        if self.drop_singleton and n % self.batch_size == 1:
+            n -= 1
+        return int(n)
 
     def __len__(self) -> int:
         """Batches per epoch (the same for every epoch)."""
-        return len(self.plan(0))
+        return -(-self.num_images() // self.batch_size)
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """Iterate over the batches of ``epoch``: uint8 images, labels, rows (all on the host)."""

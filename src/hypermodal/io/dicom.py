@@ -1,0 +1,695 @@
+"""DICOM reader (pydicom ≥ 3).
+
+The header is read with ``stop_before_pixels=True`` from an open file, which then sits at the
+pixel data element: its tag and length are read directly (a few bytes), so a missing or truncated
+pixel data element is noticed without decoding anything. Images are decoded one frame at a time by
+handing that same open file to the transfer syntax's pydicom decoder, so a file is parsed once per
+call and frames that were not asked for are never decoded.
+
+Each frame is converted to a ``float32`` 2D array in modality units:
+
+1. the modality LUT is applied — Rescale Slope/Intercept (per frame from the functional groups of
+   enhanced multi-frame files, else shared, else top level) or a Modality LUT Sequence;
+2. MONOCHROME1 is inverted within the modality range, so bright = dense for every file;
+3. colour becomes grey: the Y channel for YBR_*, ITU-R BT.601 luminance for RGB and
+   PALETTE COLOR (after the palette is applied).
+
+Example:
+    >>> reader = DicomReader()
+    >>> reader.header(path).num_images                                    # doctest: +SKIP
+    1
+    >>> index, image = next(reader.images(path))                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any, ClassVar
+
+import numpy as np
+import pydicom
+from pydicom.datadict import DicomDictionary, tag_for_keyword
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_color_lut, apply_modality_lut, as_pixel_options, get_decoder
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+
+from hypermodal.io.base import CorruptFileError, FileHeader, UnsupportedFileError
+
+__all__ = ["DicomReader", "LUMA_WEIGHTS", "sniff_dicom"]
+
+#: ITU-R BT.601 luma weights (R, G, B), the same as Pillow's ``convert("L")`` and DICOM YBR_FULL.
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_PIXEL_TAGS = {
+    (0x7FE0, 0x0010): "PixelData",
+    (0x7FE0, 0x0008): "FloatPixelData",
+    (0x7FE0, 0x0009): "DoubleFloatPixelData",
+}
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+# explicit-VR codes whose element header has 2 reserved bytes and a 4-byte length
+_LONG_VRS = {
+    b"OB",
+    b"OD",
+    b"OF",
+    b"OL",
+    b"OV",
+    b"OW",
+    b"SQ",
+    b"SV",
+    b"UC",
+    b"UN",
+    b"UR",
+    b"UT",
+    b"UV",
+}
+_ALL_VRS = _LONG_VRS | {
+    b"AE",
+    b"AS",
+    b"AT",
+    b"CS",
+    b"DA",
+    b"DS",
+    b"DT",
+    b"FD",
+    b"FL",
+    b"IS",
+    b"LO",
+    b"LT",
+    b"PN",
+    b"SH",
+    b"SL",
+    b"SS",
+    b"ST",
+    b"TM",
+    b"UI",
+    b"UL",
+    b"US",
+}
+_NO_META_SYNTAX = {  # (implicit VR, little endian) -> transfer syntax, for files without meta
+    (True, True): UID("1.2.840.10008.1.2"),
+    (False, True): UID("1.2.840.10008.1.2.1"),
+    (False, False): UID("1.2.840.10008.1.2.2"),
+}
+# Only these elements are kept when parsing (others are skipped, not converted): ~25 % faster
+_HEADER_KEYWORDS = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "PatientID",
+    "Modality",
+    "Manufacturer",
+    "SeriesDescription",
+    "BodyPartExamined",
+    "ImageType",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "PlanarConfiguration",
+    "NumberOfFrames",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "RescaleIntercept",
+    "RescaleSlope",
+)
+HEADER_TAGS: list[int] = [tag_for_keyword(k) for k in _HEADER_KEYWORDS]  # type: ignore[misc]
+#: for decoding: the header's elements plus all of group 0028 (LUTs, palettes), the functional
+#: groups (per-frame rescale) and the extended offset table
+PIXEL_TAGS: list[int] = sorted(
+    set(HEADER_TAGS)
+    | {tag for tag, entry in DicomDictionary.items() if tag >> 16 == 0x0028}
+    | {0x52009229, 0x52009230, 0x7FE00001, 0x7FE00002}
+)
+
+
+def sniff_dicom(head: bytes) -> bool:
+    """True when ``head`` (the first bytes, decompressed if gzipped) looks like DICOM.
+
+    Accepts the DICOM file format ("DICM" at offset 128) and bare datasets without preamble or
+    file meta, recognised by walking the first few data elements: even group numbers in
+    ascending order and, for explicit VR, valid VR codes.
+
+    Args:
+        head: The first bytes of the file (at least 132 for the preamble test).
+
+    Returns:
+        Whether the bytes look like a DICOM file or a bare DICOM dataset.
+    """
+    if head[128:132] == b"DICM":
+        return True
+    return _looks_like_bare_dataset(head)
+
+
+def _looks_like_bare_dataset(head: bytes) -> bool:
+    for little in (True, False):
+        for explicit in (True, False):
+            if not little and not explicit:
+                continue
+            if _walk_elements(head, little=little, explicit=explicit) >= 2:
+                return True
+    return False
+
+
+def _walk_elements(head: bytes, *, little: bool, explicit: bool, limit: int = 4) -> int:
+    """Count plausible leading data elements (stop at ``limit`` or the end of ``head``)."""
+    order = "<" if little else ">"
+    pos, count, last = 0, 0, -1
+    while count < limit and pos + 8 <= len(head):
+        group, elem = struct.unpack_from(f"{order}HH", head, pos)
+        tag = (group << 16) | elem
+        if group % 2 or not 0x0002 <= group <= 0x7FE0 or tag <= last:
+            return 0 if count == 0 else count
+        if count == 0 and group not in (0x0002, 0x0008):
+            return 0
+        if explicit:
+            vr = head[pos + 4 : pos + 6]
+            if vr not in _ALL_VRS:
+                return 0 if count == 0 else count
+            if vr in _LONG_VRS:
+                if pos + 12 > len(head):
+                    return count + 1
+                (length,) = struct.unpack_from(f"{order}I", head, pos + 8)
+                pos += 12
+            else:
+                (length,) = struct.unpack_from(f"{order}H", head, pos + 6)
+                pos += 8
+        else:
+            (length,) = struct.unpack_from(f"{order}I", head, pos + 4)
+            pos += 8
+            if length != _UNDEFINED_LENGTH and length > 0x10000:
+                return 0 if count == 0 else count
+        count += 1
+        last = tag
+        if length == _UNDEFINED_LENGTH:
+            return count  # a sequence: can't skip it cheaply, and that's evidence enough
+        pos += length
+    return count
+
+
+def _open(path: Path) -> tuple[IO[bytes], bool]:
+    """Open ``path`` for reading, transparently un-gzipping ``.dcm.gz``-style files."""
+    raw = open(path, "rb")  # noqa: SIM115 - closed by the caller
+    try:
+        magic = raw.read(2)
+        raw.seek(0)
+    except BaseException:
+        raw.close()
+        raise
+    if magic == _GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=raw, mode="rb"), True
+    return raw, False
+
+
+def _close(fp: IO[bytes]) -> None:
+    inner = getattr(fp, "fileobj", None)
+    fp.close()
+    if inner is not None:
+        inner.close()
+
+
+def _text(v: dict[str, Any], keyword: str) -> str | None:
+    value = v.get(keyword)
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _values(v: dict[str, Any], keyword: str) -> list[str]:
+    value = v.get(keyword)
+    if value is None:
+        return []
+    if isinstance(value, str | bytes):
+        return [v.strip().upper() for v in str(value).split("\\")]
+    return [str(v).strip().upper() for v in value]
+
+
+def _transfer_syntax(ds: Dataset) -> UID | None:
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if ts:
+        return UID(str(ts))
+    implicit, little = ds.original_encoding
+    if implicit is None or little is None:
+        return None
+    return _NO_META_SYNTAX.get((bool(implicit), bool(little)))
+
+
+class _PixelElement:
+    """Where the pixel data element starts, as read from the bytes after the header."""
+
+    def __init__(self, keyword: str, vr: str | None, length: int, value_offset: int) -> None:
+        self.keyword = keyword
+        self.vr = vr
+        self.length = length
+        self.value_offset = value_offset
+
+    @property
+    def encapsulated(self) -> bool:
+        return self.length == _UNDEFINED_LENGTH
+
+
+def _read_pixel_element(fp: IO[bytes], ts: UID) -> _PixelElement | None:
+    """Read the pixel data element's tag and length at the current position (None if absent)."""
+    start = fp.tell()
+    data = fp.read(12)
+    if len(data) < 8:
+        return None
+    order = "<" if ts.is_little_endian else ">"
+    group, elem = struct.unpack_from(f"{order}HH", data)
+    keyword = _PIXEL_TAGS.get((group, elem))
+    if keyword is None:
+        return None
+    # some writers put an implicit-VR pixel element in an explicit-VR dataset: no VR letters
+    if ts.is_implicit_VR or not data[4:6].isalpha():
+        (length,) = struct.unpack_from(f"{order}I", data, 4)
+        return _PixelElement(keyword, None, length, start + 8)
+    if len(data) < 12:
+        raise ValueError("file ends inside the pixel data element header")
+    vr = data[4:6].decode("ascii", "replace")
+    (length,) = struct.unpack_from(f"{order}I", data, 8)
+    return _PixelElement(keyword, vr, length, start + 12)
+
+
+def _expected_pixel_bytes(v: dict[str, Any], frames: int) -> int | None:
+    try:
+        rows, cols = int(v["Rows"]), int(v["Columns"])
+        bits = int(v["BitsAllocated"])
+        samples = int(v.get("SamplesPerPixel") or 1)
+    except (KeyError, TypeError, ValueError):
+        return None
+    photometric = str(v.get("PhotometricInterpretation") or "").strip()
+    if photometric == "YBR_FULL_422":  # native 4:2:2 stores two samples per pixel
+        samples = 2
+    total_bits = rows * cols * samples * frames * bits
+    return (total_bits + 7) // 8
+
+
+def _frame_count(v: dict[str, Any], path: Path) -> int:
+    value = v.get("NumberOfFrames")
+    if value is None or str(value).strip() == "":
+        return 1
+    try:
+        frames = int(str(value).strip())
+    except ValueError:
+        raise CorruptFileError(path, f"invalid NumberOfFrames {str(value)!r}") from None
+    return max(frames, 1)
+
+
+def _codec_hint(ts: UID) -> str:
+    if ts in (
+        "1.2.840.10008.1.2.4.50",
+        "1.2.840.10008.1.2.4.51",
+        "1.2.840.10008.1.2.4.57",
+        "1.2.840.10008.1.2.4.70",
+        "1.2.840.10008.1.2.4.80",
+        "1.2.840.10008.1.2.4.81",
+    ):
+        return (
+            "install python-gdcm (a hypermodal dependency); 12-bit JPEG and some JPEG-LS "
+            "files need the opt-in GPL extra: pip install 'hypermodal[gpl]' "
+            "(pylibjpeg-libjpeg)"
+        )
+    if ts.startswith("1.2.840.10008.1.2.4.20") or ts.startswith("1.2.840.10008.1.2.4.9"):
+        return "install pylibjpeg and pylibjpeg-openjpeg (hypermodal dependencies)"
+    if ts == "1.2.840.10008.1.2.5":
+        return "install pylibjpeg-rle (a hypermodal dependency)"
+    return "no codec for it is known to hypermodal"
+
+
+def _check_codec(path: Path, ts: UID, v: dict[str, Any]) -> None:
+    """Raise :class:`UnsupportedFileError` when no installed codec can decode ``ts``."""
+    if not ts.is_compressed:
+        return
+    name = f"{ts.name} ({ts})" if ts.name != str(ts) else str(ts)
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError:
+        raise UnsupportedFileError(
+            path, f"transfer syntax {name} is not supported (video or unknown compression)"
+        ) from None
+    if not decoder.is_available:
+        raise UnsupportedFileError(
+            path, f"no codec installed for transfer syntax {name}: {_codec_hint(ts)}"
+        )
+    # GDCM and Pillow cannot do 12-bit JPEG Extended; only the GPL libjpeg plugin can
+    if ts == "1.2.840.10008.1.2.4.51" and "pylibjpeg" not in decoder.available_plugins:
+        bits = v.get("BitsStored") or v.get("BitsAllocated") or 8
+        if int(bits) > 8:
+            raise UnsupportedFileError(
+                path,
+                f"transfer syntax {name} with {int(bits)}-bit samples needs the opt-in GPL "
+                "codec: pip install 'hypermodal[gpl]' (pylibjpeg-libjpeg)",
+            )
+
+
+def _is_image_storage(v: dict[str, Any]) -> bool:
+    sop = v.get("SOPClassUID")
+    if sop is None:
+        return False
+    return "Image Storage" in UID(str(sop)).name
+
+
+class _Opened:
+    """A parsed header with the file still open at the start of the pixel data value."""
+
+    def __init__(self, path: Path, tags: list[int]) -> None:
+        self.path = path
+        self.tags = tags
+        try:
+            self.fp, self.gzipped = _open(path)
+        except OSError as exc:
+            raise CorruptFileError(path, f"cannot read file ({exc.strerror or exc})") from None
+        try:
+            self._parse()
+        except BaseException:
+            self.close()
+            raise
+
+    def _parse(self) -> None:
+        path, fp = self.path, self.fp
+        try:
+            head = fp.read(1024)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise CorruptFileError(path, f"unreadable gzip stream ({exc})") from None
+        if not head:
+            raise UnsupportedFileError(path, "empty file")
+        if not sniff_dicom(head):
+            raise UnsupportedFileError(path, "not a DICOM file")
+        fp.seek(0)
+        try:
+            ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True, specific_tags=self.tags)
+        except InvalidDicomError as exc:
+            raise UnsupportedFileError(path, f"not a DICOM file ({exc})") from None
+        except (EOFError, OSError, struct.error, gzip.BadGzipFile) as exc:
+            raise CorruptFileError(path, f"truncated or malformed header ({exc})") from None
+        self.ds = ds
+        # convert each kept element once (attribute access per keyword is much slower)
+        self.v: dict[str, Any] = {elem.keyword: elem.value for elem in ds}
+        v = self.v
+        ts = _transfer_syntax(ds)
+        if ts is None:
+            raise CorruptFileError(path, "cannot determine the transfer syntax")
+        self.ts = ts
+        self.frames = 1
+        if ts == DeflatedExplicitVRLittleEndian:
+            # the dataset is a deflate stream: position tells nothing; read the rest of it
+            self.pixel = None
+            self.deflated = True
+        else:
+            self.deflated = False
+            try:
+                self.pixel = _read_pixel_element(fp, ts)
+            except (ValueError, struct.error) as exc:
+                raise CorruptFileError(path, f"truncated file ({exc})") from None
+        if self.pixel is None and not self.deflated:
+            if "Rows" in v or _is_image_storage(v):
+                raise CorruptFileError(path, "truncated file: image attributes but no pixel data")
+            raise UnsupportedFileError(path, "no pixel data")
+        if v.get("Rows") is None or v.get("Columns") is None:
+            raise CorruptFileError(path, "pixel data without Rows/Columns")
+        self.frames = _frame_count(v, path)
+        if self.pixel is not None and not self.pixel.encapsulated:
+            self._check_native_length()
+        _check_codec(path, ts, v)
+
+    def _check_native_length(self) -> None:
+        """Catch truncated native pixel data from the element length and the file size."""
+        pixel = self.pixel
+        assert pixel is not None
+        if pixel.keyword != "PixelData":
+            return
+        expected = _expected_pixel_bytes(self.v, self.frames)
+        if expected is not None and pixel.length < expected:
+            raise CorruptFileError(
+                self.path,
+                f"pixel data holds {pixel.length} bytes, {expected} needed for "
+                f"{self.frames} frame(s)",
+            )
+        if not self.gzipped:
+            size = os.fstat(self.fp.fileno()).st_size
+            end = pixel.value_offset + pixel.length
+            if size < end:
+                raise CorruptFileError(
+                    self.path, f"truncated file: pixel data ends at byte {end}, file has {size}"
+                )
+
+    def close(self) -> None:
+        fp = getattr(self, "fp", None)
+        if fp is not None:
+            _close(fp)
+            self.fp = None  # type: ignore[assignment]
+
+
+def _rescale_for_frame(ds: Dataset, index: int) -> tuple[float, float] | None:
+    """Rescale (slope, intercept) for one frame: per-frame groups, shared groups, top level."""
+    for keyword in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
+        groups = ds.get(keyword)
+        if not groups:
+            continue
+        if keyword.startswith("PerFrame"):
+            if index >= len(groups):
+                continue
+            item = groups[index]
+        else:
+            item = groups[0]
+        transform = item.get("PixelValueTransformationSequence")
+        if transform:
+            t = transform[0]
+            if "RescaleSlope" in t or "RescaleIntercept" in t:
+                return float(t.get("RescaleSlope", 1.0)), float(t.get("RescaleIntercept", 0.0))
+    if "RescaleSlope" in ds or "RescaleIntercept" in ds:
+        slope = ds.get("RescaleSlope")
+        intercept = ds.get("RescaleIntercept")
+        return (
+            float(slope) if slope not in (None, "") else 1.0,
+            float(intercept) if intercept not in (None, "") else 0.0,
+        )
+    return None
+
+
+def _stored_range(ds: Dataset) -> tuple[float, float]:
+    bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
+    if int(ds.get("PixelRepresentation") or 0):
+        return float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
+    return 0.0, float(2**bits - 1)
+
+
+class _Transform:
+    """Per-file pixel processing: modality LUT, MONOCHROME1 inversion, colour to grey."""
+
+    def __init__(self, ds: Dataset, path: Path) -> None:
+        self.ds = ds
+        self.path = path
+        self.photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+        self.has_lut = bool(ds.get("ModalityLUTSequence"))
+        self.per_frame = bool(ds.get("PerFrameFunctionalGroupsSequence"))
+        self.fixed_rescale = None if self.per_frame else _rescale_for_frame(ds, 0)
+
+    def __call__(self, arr: np.ndarray, index: int, photometric: str) -> np.ndarray:
+        photometric = photometric.strip().upper()
+        if arr.ndim == 3:
+            return self._grey(arr, photometric)
+        if photometric == "PALETTE COLOR":
+            rgb = apply_color_lut(arr, self.ds)
+            return self._grey(rgb, "RGB")
+        if self.has_lut:
+            out = np.asarray(apply_modality_lut(arr, self.ds), dtype=np.float32)
+        else:
+            out = arr.astype(np.float32, copy=False)
+            rescale = (
+                self.fixed_rescale if not self.per_frame else _rescale_for_frame(self.ds, index)
+            )
+            if rescale is not None and rescale != (1.0, 0.0):
+                out = out * np.float32(rescale[0]) + np.float32(rescale[1])
+        if photometric == "MONOCHROME1":
+            out = self._invert(out, index)
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    def _invert(self, out: np.ndarray, index: int) -> np.ndarray:
+        """Mirror values within the modality range (so bright = dense, units kept)."""
+        if (
+            out.dtype.kind == "f"
+            and self.ds.get("BitsStored") is None
+            and self.ds.get("FloatPixelData")
+        ):
+            lo, hi = float(out.min()), float(out.max())
+        else:
+            smin, smax = _stored_range(self.ds)
+            if self.has_lut:
+                ends = np.asarray(
+                    apply_modality_lut(np.array([smin, smax], dtype=np.int64), self.ds),
+                    dtype=np.float64,
+                )
+            else:
+                rescale = _rescale_for_frame(self.ds, index) or (1.0, 0.0)
+                ends = np.array([smin, smax]) * rescale[0] + rescale[1]
+            lo, hi = float(ends.min()), float(ends.max())
+        return np.float32(lo + hi) - out
+
+    @staticmethod
+    def _grey(arr: np.ndarray, photometric: str) -> np.ndarray:
+        if photometric.startswith("YBR"):
+            return np.ascontiguousarray(arr[..., 0], dtype=np.float32)
+        channels = arr[..., :3].astype(np.float32, copy=False)
+        if channels.shape[-1] == 1:
+            return np.ascontiguousarray(channels[..., 0])
+        return np.ascontiguousarray(channels @ LUMA_WEIGHTS[: channels.shape[-1]])
+
+
+def _decode_error(path: Path, ts: UID, exc: Exception) -> CorruptFileError | UnsupportedFileError:
+    message = " ".join(str(exc).split())
+    if "does not support" in message or "no pixel data plugins" in message.lower():
+        return UnsupportedFileError(
+            path,
+            f"the installed codecs cannot decode transfer syntax {ts.name} ({ts}): "
+            f"{message[:200]}; {_codec_hint(ts)}",
+        )
+    return CorruptFileError(path, f"cannot decode pixel data ({ts.name}): {message[:300]}")
+
+
+class DicomReader:
+    """Reader for DICOM files (also bare datasets without preamble and gzip-wrapped files).
+
+    Attributes:
+        name: ``"dicom"``.
+        extensions: Suffixes tried when content sniffing is inconclusive.
+    """
+
+    name: ClassVar[str] = "dicom"
+    extensions: ClassVar[tuple[str, ...]] = (".dcm", ".dicom", ".dic", ".ima", ".dcm.gz")
+
+    def sniff(self, path: Path, head: bytes) -> bool:
+        """True for "DICM" at offset 128 or a plausible bare dataset (see :func:`sniff_dicom`)."""
+        return sniff_dicom(head)
+
+    def header(self, path: Path) -> FileHeader:
+        """Read DICOM metadata without pixel data.
+
+        Args:
+            path: The file (may be gzip-compressed).
+
+        Returns:
+            The file's header; ``num_images`` is NumberOfFrames (1 when absent).
+
+        Raises:
+            UnsupportedFileError: Not DICOM, no pixel data (SR, RTSTRUCT, …), or no installed
+                codec for its transfer syntax (the reason names the syntax and what to install).
+            CorruptFileError: Truncated or malformed file.
+        """
+        path = Path(path)
+        opened = _Opened(path, HEADER_TAGS)
+        try:
+            return self._header_from(opened)
+        finally:
+            opened.close()
+
+    def _header_from(self, opened: _Opened) -> FileHeader:
+        ds = opened.v
+        image_type = _values(ds, "ImageType")
+        extra: dict[str, Any] = {
+            "sop_class": _text(ds, "SOPClassUID"),
+            "series_description": _text(ds, "SeriesDescription"),
+            "manufacturer": _text(ds, "Manufacturer"),
+            "image_type": "\\".join(image_type) or None,
+            "bits_stored": int(ds["BitsStored"]) if ds.get("BitsStored") is not None else None,
+            "samples_per_pixel": int(ds.get("SamplesPerPixel") or 1),
+            "gzip": opened.gzipped,
+        }
+        try:
+            rows, columns = int(ds["Rows"]), int(ds["Columns"])
+        except (TypeError, ValueError) as exc:
+            raise CorruptFileError(opened.path, f"invalid Rows/Columns ({exc})") from None
+        return FileHeader(
+            path=str(opened.path),
+            format="dicom",
+            num_images=opened.frames,
+            rows=rows,
+            columns=columns,
+            modality=_text(ds, "Modality"),
+            patient=_text(ds, "PatientID"),
+            study=_text(ds, "StudyInstanceUID"),
+            series=_text(ds, "SeriesInstanceUID"),
+            instance=_text(ds, "SOPInstanceUID"),
+            body_part=_text(ds, "BodyPartExamined"),
+            localizer="LOCALIZER" in image_type,
+            photometric=_text(ds, "PhotometricInterpretation"),
+            transfer_syntax=str(opened.ts),
+            extra=extra,
+        )
+
+    def images(
+        self, path: Path, indices: Iterable[int] | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Decode frames one at a time, in the order of ``indices`` (all frames when None).
+
+        Args:
+            path: The file (may be gzip-compressed).
+            indices: Frame numbers (0-based) to decode; others are skipped without decoding.
+
+        Yields:
+            ``(index, image)``: ``image`` is 2D ``float32`` in modality units (rescale applied,
+            MONOCHROME1 inverted, colour converted to grey).
+
+        Raises:
+            IndexError: An index outside ``[0, NumberOfFrames)`` (raised before decoding).
+            UnsupportedFileError: No pixel data, or no codec for the transfer syntax.
+            CorruptFileError: Truncated or undecodable pixel data.
+        """
+        path = Path(path)
+        opened = _Opened(path, PIXEL_TAGS)
+        try:
+            frames = opened.frames
+            wanted = list(range(frames)) if indices is None else [int(i) for i in indices]
+            for i in wanted:
+                if not 0 <= i < frames:
+                    raise IndexError(f"{path}: frame {i} out of range for {frames} frame(s)")
+            if not wanted:
+                return
+            yield from self._decode(opened, wanted)
+        finally:
+            opened.close()
+
+    def _decode(self, opened: _Opened, wanted: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        path, ts = opened.path, opened.ts
+        decoder = get_decoder(ts)
+        if opened.deflated:
+            opened.fp.seek(0)
+            ds = pydicom.dcmread(opened.fp, force=True)
+            if "PixelData" not in ds and "FloatPixelData" not in ds:
+                raise UnsupportedFileError(path, "no pixel data")
+            src: Any = ds
+            opts: dict[str, Any] = {}
+            transform = _Transform(ds, path)
+        else:
+            pixel = opened.pixel
+            assert pixel is not None
+            opened.fp.seek(pixel.value_offset)
+            src = opened.fp
+            opts = as_pixel_options(opened.ds, number_of_frames=opened.frames)
+            opts["transfer_syntax_uid"] = ts
+            opts["pixel_keyword"] = pixel.keyword
+            if pixel.vr is not None:
+                opts["pixel_vr"] = pixel.vr
+            transform = _Transform(opened.ds, path)
+        iterator = decoder.iter_array(src, indices=wanted, raw=True, validate=True, **opts)
+        for index in wanted:
+            try:
+                arr, meta = next(iterator)
+            except StopIteration:
+                raise CorruptFileError(path, f"pixel data ended before frame {index}") from None
+            except (UnsupportedFileError, CorruptFileError):
+                raise
+            except (ValueError, RuntimeError, EOFError, OSError, struct.error) as exc:
+                raise _decode_error(path, ts, exc) from None
+            photometric = str(meta.get("photometric_interpretation", transform.photometric))
+            yield index, transform(arr, index, photometric)

@@ -1,0 +1,452 @@
+"""NIfTI-1/2, Analyze 7.5 (``.hdr``/``.img``) and FreeSurfer MGH (``.mgh``/``.mgz``) via nibabel.
+
+Volumes are read lazily: the header gives the image count without touching voxels, and each 2D
+slice is read on its own (``img.dataobj[...]`` on a memory map, or on one open gzip stream that
+only ever moves forward when slices are asked for in order).
+
+**Slicing rule** (shared with :mod:`hypermodal.io.volume`). A 3D volume yields 2D slices along the
+voxel axis closest to the patient's superior–inferior axis, from the affine
+(:func:`nibabel.aff2axcodes`): axial slices for most scans, whatever order the voxels are stored
+in. Each slice is then flipped/transposed to the DICOM display convention — rows run anterior →
+posterior, columns run patient right → left (LPS) — so that a slice from a NIfTI looks like the
+same slice from a DICOM series. A spatial axis of length 1 is taken as the slice axis (a 2D image
+stored as ``X × Y × 1``), and a 2D file yields one image. When the affine gives no orientation the
+last spatial axis is used, untouched.
+
+**4D and more**: by default only the first volume (index 0 along every axis after the third) is
+read — a 4D fMRI or DWI series is many near-identical volumes, and one is enough to classify
+modality. ``NiftiReader(volumes="all")`` yields every volume's slices, numbered volume-major
+(``index = volume * slices_per_volume + slice``).
+
+Complex data become their magnitude; RGB(A) data become BT.601 luminance. NIfTI has no modality
+field, so ``FileHeader.modality`` is None.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import nibabel as nib
+import numpy as np
+from nibabel.fileholders import FileHolder
+
+from hypermodal.io.base import CorruptFileError, FileHeader, UnsupportedFileError
+
+__all__ = ["LUMA_WEIGHTS", "NiftiReader", "SlicePlan", "plan_slices", "sniff_nifti", "to_grey"]
+
+#: ITU-R BT.601 luma weights (R, G, B).
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+Volumes = Literal["first", "all"]
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+# ---------------------------------------------------------------------------------------------
+# slicing rule, shared with hypermodal.io.volume
+
+
+@dataclass(frozen=True)
+class SlicePlan:
+    """How a 3D spatial block becomes 2D images.
+
+    Attributes:
+        slice_axis: The spatial axis (0, 1 or 2) that is stepped through.
+        row_axis: The spatial axis that becomes image rows.
+        col_axis: The spatial axis that becomes image columns.
+        flip_rows: Reverse the rows (so rows run anterior → posterior).
+        flip_cols: Reverse the columns (so columns run patient right → left).
+        num_slices: Number of 2D images per 3D block.
+        rows: Image height.
+        columns: Image width.
+        axcodes: Orientation codes of the three spatial axes (e.g. ``"RAS"``), or None.
+    """
+
+    slice_axis: int
+    row_axis: int
+    col_axis: int
+    flip_rows: bool
+    flip_cols: bool
+    num_slices: int
+    rows: int
+    columns: int
+    axcodes: str | None
+
+    def take(self, block: Any, k: int) -> np.ndarray:
+        """Cut slice ``k`` out of an array-like indexed ``[x, y, z, ...]`` (3 spatial axes).
+
+        Args:
+            block: A 3D array or lazy proxy with the spatial axes first (extra trailing axes
+                must already be indexed away).
+            k: The slice number along :attr:`slice_axis`.
+
+        Returns:
+            The 2D slice, oriented (rows, columns) as planned.
+        """
+        index: list[Any] = [slice(None)] * 3
+        index[self.slice_axis] = k
+        return self.orient(np.asarray(block[tuple(index)]))
+
+    def orient(self, plane: np.ndarray) -> np.ndarray:
+        """Transpose/flip a 2D plane given with its two axes in spatial order."""
+        if self.row_axis > self.col_axis:
+            plane = plane.T
+        if self.flip_rows:
+            plane = plane[::-1, :]
+        if self.flip_cols:
+            plane = plane[:, ::-1]
+        return plane
+
+
+def plan_slices(spatial_shape: tuple[int, ...], axcodes: Iterable[str | None] | None) -> SlicePlan:
+    """Choose the slice axis and in-plane orientation for a block of up to 3 spatial axes.
+
+    Args:
+        spatial_shape: Sizes of the spatial axes (2 or 3 of them).
+        axcodes: Orientation code per spatial axis (``"L"``/``"R"``, ``"A"``/``"P"``,
+            ``"S"``/``"I"``; the direction each voxel axis increases towards), or None when unknown.
+
+    Returns:
+        The plan.
+
+    Raises:
+        ValueError: The data have fewer than two axes longer than 1 (not an image).
+    """
+    shape = tuple(int(s) for s in spatial_shape)[:3]
+    shape = shape + (1,) * (3 - len(shape))
+    codes: list[str | None] = list(axcodes)[:3] if axcodes is not None else [None, None, None]
+    codes += [None] * (3 - len(codes))
+    known = all(c is not None for c in codes)
+    singletons = [i for i, s in enumerate(shape) if s == 1]
+    if len(singletons) >= 2:
+        raise ValueError(f"not an image: data shape {shape} has fewer than two axes longer than 1")
+    if len(singletons) == 1:
+        slice_axis = singletons[0]
+    elif known and ("S" in codes or "I" in codes):
+        slice_axis = codes.index("S") if "S" in codes else codes.index("I")
+    else:
+        slice_axis = 2
+    a, b = (i for i in range(3) if i != slice_axis)
+    row_axis, col_axis = a, b
+    flip_rows = flip_cols = False
+    if known:
+        ca, cb = codes[a], codes[b]
+        if ca in ("L", "R") and cb in ("A", "P"):
+            row_axis, col_axis = b, a
+        if codes[row_axis] in ("A", "P") and codes[col_axis] in ("L", "R"):
+            flip_rows = codes[row_axis] == "A"
+            flip_cols = codes[col_axis] == "R"
+    return SlicePlan(
+        slice_axis=slice_axis,
+        row_axis=row_axis,
+        col_axis=col_axis,
+        flip_rows=flip_rows,
+        flip_cols=flip_cols,
+        num_slices=shape[slice_axis],
+        rows=shape[row_axis],
+        columns=shape[col_axis],
+        axcodes="".join(str(c) for c in codes) if known else None,
+    )
+
+
+def to_grey(arr: np.ndarray) -> np.ndarray:
+    """Make a 2D ``float32`` image from voxel data: magnitude of complex, luminance of RGB(A).
+
+    Args:
+        arr: A 2D array; a structured RGB/RGBA dtype (NIfTI RGB24/RGBA32), complex, bool or
+            any numeric type.
+
+    Returns:
+        A C-contiguous 2D ``float32`` array.
+    """
+    if arr.dtype.names:
+        names = arr.dtype.names
+        channels = [n for n in ("R", "G", "B") if n in names] or list(names[:3])
+        rgb = np.stack([arr[n].astype(np.float32) for n in channels], axis=-1)
+        arr = rgb @ LUMA_WEIGHTS[: rgb.shape[-1]] if rgb.shape[-1] == 3 else rgb[..., 0]
+    elif np.iscomplexobj(arr):
+        arr = np.abs(arr)
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# NIfTI / Analyze / MGH
+
+
+def sniff_nifti(path: Path, head: bytes) -> bool:
+    """True for a NIfTI-1/2 header, or a 348-byte Analyze header in a ``.hdr`` file.
+
+    Args:
+        path: The file (its name is used only for headers without a magic string).
+        head: The first bytes of the content (decompressed if gzipped).
+
+    Returns:
+        Whether the bytes start a NIfTI or Analyze header.
+    """
+    if len(head) >= 348 and head[344:348] in (b"n+1\x00", b"ni1\x00"):
+        return True
+    if len(head) >= 12 and head[4:8] in (b"n+2\x00", b"ni2\x00") and head[8:12] == b"\r\n\x1a\n":
+        return True
+    if len(head) >= 4 and path.name.lower().endswith((".hdr", ".hdr.gz")):
+        return struct.unpack("<i", head[:4])[0] == 348 or struct.unpack(">i", head[:4])[0] == 348
+    return False
+
+
+def _image_class(head: bytes) -> type[nib.spatialimages.SpatialImage]:
+    if head[344:348] == b"n+1\x00":
+        return nib.Nifti1Image
+    if head[4:8] == b"n+2\x00":
+        return nib.Nifti2Image
+    return nib.MGHImage
+
+
+_STANDARD_SUFFIXES = (".nii", ".nii.gz", ".hdr", ".hdr.gz", ".img", ".img.gz", ".mgh", ".mgz")
+
+
+class _Loaded:
+    """A lazily loaded nibabel image plus the file object we opened for it (if any)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fileobj: Any = None
+        try:
+            self.img = self._load()
+        except (UnsupportedFileError, CorruptFileError):
+            self.close()
+            raise
+        except nib.filebasedimages.ImageFileError as exc:
+            self.close()
+            raise UnsupportedFileError(path, f"not a NIfTI/Analyze/MGH file ({exc})") from None
+        except (EOFError, OSError, ValueError, struct.error, gzip.BadGzipFile) as exc:
+            self.close()
+            raise CorruptFileError(path, f"cannot read NIfTI header ({exc})") from None
+
+    def _load(self) -> Any:
+        path = self.path
+        name = path.name.lower()
+        with open(path, "rb") as fp:
+            magic = fp.read(2)
+        gzipped = magic == _GZIP_MAGIC
+        if name.endswith((".img", ".img.gz")):
+            stem = path.name[: -len(".img.gz")] if name.endswith(".gz") else path.name[:-4]
+            for hdr in (stem + ".hdr", stem + ".HDR", stem + ".hdr.gz"):
+                if (path.parent / hdr).exists():
+                    raise UnsupportedFileError(
+                        path, f"pixel half of an Analyze/NIfTI pair: read {hdr} instead"
+                    )
+            raise UnsupportedFileError(path, "Analyze/NIfTI .img without its .hdr")
+        suffix_gz = name.endswith((".gz", ".mgz"))
+        if name.endswith(_STANDARD_SUFFIXES) and gzipped == suffix_gz:
+            # keep_file_open=True: one gzip stream for all slices (re-opening per slice would
+            # decompress from the start each time, quadratic in the volume size)
+            img = nib.load(path, mmap=True, keep_file_open=True)
+            image_file = img.file_map["image"].filename
+            if image_file and not Path(image_file).exists():
+                raise CorruptFileError(path, f"image file {Path(image_file).name} is missing")
+            return img
+        # content and name disagree (e.g. gzipped data named .nii, or no suffix at all)
+        if gzipped:
+            self.fileobj = gzip.GzipFile(path, "rb")
+        else:
+            self.fileobj = open(path, "rb")  # noqa: SIM115 - closed in close()
+        head = self.fileobj.read(352)
+        self.fileobj.seek(0)
+        klass = _image_class(head)
+        holder = FileHolder(filename=str(path), fileobj=self.fileobj)
+        return klass.from_file_map({"header": holder, "image": holder}, mmap=not gzipped)
+
+    def close(self) -> None:
+        self.img = None
+        if self.fileobj is not None:
+            self.fileobj.close()
+            self.fileobj = None
+
+
+def _spatial_and_extra(shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    shape = tuple(int(s) for s in shape)
+    return shape[:3], shape[3:]
+
+
+class NiftiReader:
+    """Reader for NIfTI-1/2, Analyze and MGH volumes (see the module doc for the slicing rule).
+
+    Args:
+        volumes: ``"first"`` (default) reads only the first volume of 4D+ data; ``"all"``
+            reads every volume along the 4th axis (axes after the 4th are always at index 0).
+
+    Attributes:
+        name: ``"nifti"``.
+        extensions: Suffixes tried when content sniffing is inconclusive.
+    """
+
+    name: ClassVar[str] = "nifti"
+    extensions: ClassVar[tuple[str, ...]] = _STANDARD_SUFFIXES
+
+    def __init__(self, volumes: Volumes = "first") -> None:
+        if volumes not in ("first", "all"):
+            raise ValueError(f"volumes must be 'first' or 'all', not {volumes!r}")
+        self.volumes: Volumes = volumes
+
+    def __repr__(self) -> str:
+        return f"NiftiReader(volumes={self.volumes!r})"
+
+    def sniff(self, path: Path, head: bytes) -> bool:
+        """True for NIfTI magic at byte 344 (NIfTI-1) or 4 (NIfTI-2), or an Analyze ``.hdr``."""
+        return sniff_nifti(path, head)
+
+    def _plan(self, loaded: _Loaded) -> tuple[SlicePlan, int, tuple[int, ...]]:
+        img = loaded.img
+        if getattr(img, "affine", None) is None and not hasattr(img, "header"):
+            raise UnsupportedFileError(loaded.path, "not a spatial image")
+        if type(img).__name__.startswith("Cifti"):
+            raise UnsupportedFileError(loaded.path, "CIFTI-2 file (surface/grayordinate data)")
+        spatial, extra = _spatial_and_extra(img.shape)
+        affine = img.affine
+        codes: tuple[str | None, ...] | None = None
+        if affine is not None and len(spatial) >= 2:
+            try:
+                codes = tuple(nib.aff2axcodes(affine))
+            except Exception:  # noqa: BLE001 - degenerate affine: orientation unknown
+                codes = None
+        if len(spatial) < 2:
+            raise UnsupportedFileError(loaded.path, f"not an image: data shape {img.shape}")
+        try:
+            plan = plan_slices(spatial, codes)
+        except ValueError as exc:
+            raise UnsupportedFileError(loaded.path, str(exc)) from None
+        n_volumes = extra[0] if extra and self.volumes == "all" else 1
+        return plan, max(n_volumes, 1), extra
+
+    def header(self, path: Path) -> FileHeader:
+        """Read shape and orientation from the header, without reading voxels.
+
+        Args:
+            path: A ``.nii``, ``.nii.gz``, ``.hdr``, ``.mgh`` or ``.mgz`` file (content decides,
+                not the name).
+
+        Returns:
+            The header: ``num_images`` = slices per volume × volumes read; ``modality`` None.
+
+        Raises:
+            UnsupportedFileError: Not a spatial image (CIFTI, 1D data, ``.img`` half of a pair).
+            CorruptFileError: Unreadable header.
+        """
+        path = Path(path)
+        loaded = _Loaded(path)
+        try:
+            img = loaded.img
+            plan, n_volumes, extra = self._plan(loaded)
+            hdr = img.header
+            return FileHeader(
+                path=str(path),
+                format="nifti",
+                num_images=plan.num_slices * n_volumes,
+                rows=plan.rows,
+                columns=plan.columns,
+                extra={
+                    "type": type(img).__name__,
+                    "shape": [int(s) for s in img.shape],
+                    "dtype": str(hdr.get_data_dtype()),
+                    "axcodes": plan.axcodes,
+                    "slice_axis": plan.slice_axis,
+                    "volumes": int(extra[0]) if extra else 1,
+                    "volumes_read": n_volumes,
+                    "zooms": [float(z) for z in hdr.get_zooms()],
+                },
+            )
+        finally:
+            loaded.close()
+
+    def images(
+        self, path: Path, indices: Iterable[int] | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Read 2D slices one at a time, in the order of ``indices`` (all when None).
+
+        Args:
+            path: The volume file.
+            indices: 0-based image numbers (volume-major when ``volumes="all"``).
+
+        Yields:
+            ``(index, image)`` with ``image`` a 2D ``float32`` array (scaled by the header's
+            slope/intercept, oriented as described in the module doc).
+
+        Raises:
+            IndexError: An index out of range (raised before reading any voxel).
+            UnsupportedFileError: Not a spatial image.
+            CorruptFileError: Truncated or unreadable voxel data.
+        """
+        path = Path(path)
+        loaded = _Loaded(path)
+        try:
+            plan, n_volumes, extra = self._plan(loaded)
+            spatial = tuple(int(s) for s in loaded.img.shape[:3])
+            total = plan.num_slices * n_volumes
+            wanted = list(range(total)) if indices is None else [int(i) for i in indices]
+            for i in wanted:
+                if not 0 <= i < total:
+                    raise IndexError(f"{path}: image {i} out of range for {total} image(s)")
+            dataobj = loaded.img.dataobj
+            gzipped = _is_gzip_proxy(loaded)
+            whole: dict[int, np.ndarray] = {}
+            for i in wanted:
+                volume, k = divmod(i, plan.num_slices)
+                block = _volume_view(dataobj, spatial, extra, volume)
+                if gzipped and plan.slice_axis != 2:
+                    # a non-last slice axis touches the whole gzip stream for every slice:
+                    # decompress this volume once instead
+                    if volume not in whole:
+                        whole.clear()
+                        whole[volume] = _read(path, lambda b=block: np.asarray(b[...]))
+                    block = whole[volume]
+                plane = _read(path, lambda b=block, k=k: plan.take(b, k))
+                yield i, to_grey(plane)
+        finally:
+            loaded.close()
+
+
+class _VolumeView:
+    """Index a proxy as ``[x, y, z]``: trailing (4th+) axes fixed, a 2D image given a z of 1."""
+
+    def __init__(self, dataobj: Any, n_spatial: int, fixed: tuple[int, ...]) -> None:
+        self.dataobj = dataobj
+        self.n_spatial = n_spatial
+        self.fixed = fixed
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        full = (slice(None),) * 3 if index is Ellipsis else tuple(index)
+        arr = np.asarray(self.dataobj[full[: self.n_spatial] + self.fixed])
+        if self.n_spatial == 2 and len(full) == 3 and isinstance(full[2], slice):
+            arr = arr[..., np.newaxis]
+        return arr
+
+
+def _volume_view(
+    dataobj: Any, spatial: tuple[int, ...], extra: tuple[int, ...], volume: int
+) -> Any:
+    if not extra and len(spatial) == 3:
+        return dataobj
+    fixed = (volume,) + (0,) * (len(extra) - 1) if extra else ()
+    return _VolumeView(dataobj, len(spatial), fixed)
+
+
+def _is_gzip_proxy(loaded: _Loaded) -> bool:
+    if loaded.fileobj is not None:
+        return isinstance(loaded.fileobj, gzip.GzipFile)
+    file_map = getattr(loaded.img, "file_map", {})
+    holder = file_map.get("image")
+    name = (holder.filename or "") if holder is not None else ""
+    return name.lower().endswith((".gz", ".mgz"))
+
+
+def _read(path: Path, fn: Any) -> np.ndarray:
+    try:
+        return fn()
+    except (EOFError, OSError, ValueError, gzip.BadGzipFile, struct.error) as exc:
+        raise CorruptFileError(
+            path, f"cannot read voxel data ({type(exc).__name__}: {exc})"
+        ) from None

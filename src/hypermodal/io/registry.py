@@ -1,0 +1,235 @@
+"""Pick the reader for a file, and read through it with one error contract.
+
+:func:`reader_for` sniffs the file's first bytes (decompressing them first when the file is
+gzip-compressed), asking each registered reader in turn; when no reader recognises the content
+it falls back to the file name's suffix. :func:`read_header` and :func:`iter_images` dispatch to
+that reader and turn any unexpected exception into :class:`CorruptFileError`, so callers only
+ever have to catch :class:`ImageReadError` (plus :class:`IndexError` for an image index out of
+range, which is a caller's mistake, not a file's).
+
+Readers are plain objects kept in an ordered list; add or replace one with
+:func:`register_reader`:
+
+    >>> from hypermodal.io.nifti import NiftiReader
+    >>> register_reader(NiftiReader(volumes="all"))  # replaces the default NIfTI reader
+    NiftiReader(volumes='all')
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from hypermodal.io.base import (
+    CorruptFileError,
+    FileHeader,
+    ImageReadError,
+    Reader,
+    UnsupportedFileError,
+)
+from hypermodal.io.dicom import DicomReader
+from hypermodal.io.nifti import NiftiReader
+from hypermodal.io.raster import RasterReader
+from hypermodal.io.volume import MetaImageReader, NrrdReader
+
+__all__ = [
+    "HEAD_SIZE",
+    "iter_images",
+    "read_head",
+    "read_header",
+    "reader_for",
+    "register_reader",
+    "registered_readers",
+]
+
+#: How many leading bytes (after gzip decompression) readers get to sniff.
+HEAD_SIZE = 1024
+_GZIP_MAGIC = b"\x1f\x8b"
+_MAX_REASON = 300
+
+# Order matters only when two readers claim the same bytes: DICOM comes first because a DICOM
+# preamble may legally hold a TIFF header (dual-personality files).
+_READERS: list[Reader] = [
+    DicomReader(),
+    NiftiReader(),
+    NrrdReader(),
+    MetaImageReader(),
+    RasterReader(),
+]
+
+
+def register_reader(reader: Reader | type[Reader], *, first: bool = False) -> Reader:
+    """Add a reader, or replace the registered reader that has the same ``name``.
+
+    Args:
+        reader: A reader instance, or a reader class (instantiated without arguments).
+        first: Put a new reader ahead of the others (it is then asked first when sniffing).
+            A replacement keeps its predecessor's place unless ``first`` is set.
+
+    Returns:
+        The registered instance.
+    """
+    instance: Reader = reader() if isinstance(reader, type) else reader
+    for pos, existing in enumerate(_READERS):
+        if existing.name == instance.name:
+            if first:
+                del _READERS[pos]
+                _READERS.insert(0, instance)
+            else:
+                _READERS[pos] = instance
+            return instance
+    if first:
+        _READERS.insert(0, instance)
+    else:
+        _READERS.append(instance)
+    return instance
+
+
+def registered_readers() -> tuple[Reader, ...]:
+    """The registered readers, in the order they are asked."""
+    return tuple(_READERS)
+
+
+def read_head(path: Path | str, size: int = HEAD_SIZE) -> tuple[bytes, bool]:
+    """Return the first ``size`` bytes of a file's content, and whether it was gzip-compressed.
+
+    Args:
+        path: The file.
+        size: How many bytes to return at most.
+
+    Returns:
+        ``(head, gzipped)``; for a gzip file ``head`` holds the first decompressed bytes.
+
+    Raises:
+        CorruptFileError: The file cannot be read, or is a gzip file whose start is damaged.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fp:
+            raw = fp.read(size)
+            if raw[:2] != _GZIP_MAGIC:
+                return raw, False
+            inflater = zlib.decompressobj(wbits=31)
+            out = b""
+            chunk = raw
+            while len(out) < size:
+                out += inflater.decompress(chunk, size - len(out))
+                chunk = inflater.unconsumed_tail or fp.read(65536)
+                if not chunk or inflater.eof:
+                    break
+            return out[:size], True
+    except zlib.error as exc:
+        raise CorruptFileError(path, f"damaged gzip stream ({exc})") from None
+    except IsADirectoryError:
+        raise UnsupportedFileError(path, "a directory, not a file") from None
+    except OSError as exc:
+        raise CorruptFileError(path, f"cannot read file ({exc.strerror or exc})") from None
+
+
+def _suffix_match(name: str, reader: Reader) -> int:
+    """Length of the longest of ``reader.extensions`` that ``name`` ends with (0: none)."""
+    return max((len(ext) for ext in reader.extensions if ext and name.endswith(ext)), default=0)
+
+
+def reader_for(path: Path | str) -> Reader:
+    """Choose the reader for a file: by content first, then by file-name suffix.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The registered reader that recognises the file.
+
+    Raises:
+        UnsupportedFileError: Empty file, a directory, or not a recognised image format.
+        CorruptFileError: The file cannot be read.
+    """
+    path = Path(path)
+    head, gzipped = read_head(path)
+    if not head:
+        if gzipped:
+            raise CorruptFileError(path, "gzip file with no content")
+        raise UnsupportedFileError(path, "empty file")
+    for reader in _READERS:
+        if reader.sniff(path, head):
+            return reader
+    name = path.name.lower()
+    best, best_len = None, 0
+    for reader in _READERS:
+        length = _suffix_match(name, reader)
+        if length > best_len:
+            best, best_len = reader, length
+    if best is not None:
+        return best
+    if gzipped:
+        raise UnsupportedFileError(path, "gzip file whose content is not a recognised image format")
+    raise UnsupportedFileError(path, "not a recognised image format")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    reason = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return reason if len(reason) <= _MAX_REASON else reason[: _MAX_REASON - 1] + "…"
+
+
+def read_header(path: Path | str) -> FileHeader:
+    """Read a file's metadata through its reader, without decoding pixels.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The reader's :class:`FileHeader`.
+
+    Raises:
+        UnsupportedFileError: Not an image format any reader handles, or no pixel data.
+        CorruptFileError: Anything else that went wrong, with a one-line reason.
+    """
+    path = Path(path)
+    reader = reader_for(path)
+    try:
+        return reader.header(path)
+    except ImageReadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the contract: only ImageReadError escapes
+        raise CorruptFileError(path, _one_line(exc)) from exc
+
+
+def iter_images(
+    path: Path | str, indices: Iterable[int] | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(index, image)`` for a file's 2D images (all when ``indices`` is None).
+
+    The reader is chosen immediately (so an unrecognised file fails at the call); decoding
+    happens one image at a time as the iterator is advanced, and images not asked for are not
+    decoded.
+
+    Args:
+        path: The file.
+        indices: 0-based image numbers wanted, yielded in the order given.
+
+    Returns:
+        An iterator of ``(index, float32 2D array)``.
+
+    Raises:
+        UnsupportedFileError: Not a recognised format (at the call) or unreadable content.
+        CorruptFileError: Any failure while reading, with a one-line reason.
+        IndexError: An index out of range (raised before anything is decoded).
+    """
+    path = Path(path)
+    reader = reader_for(path)
+    return _guarded(reader, path, None if indices is None else list(indices))
+
+
+def _guarded(
+    reader: Reader, path: Path, indices: list[int] | None
+) -> Iterator[tuple[int, np.ndarray]]:
+    try:
+        yield from reader.images(path, indices)
+    except (ImageReadError, IndexError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the contract: only ImageReadError escapes
+        raise CorruptFileError(path, _one_line(exc)) from exc

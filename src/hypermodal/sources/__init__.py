@@ -1,0 +1,1 @@
+"""Where images come from: folders, real sample images shipped in PyPI packages, archives."""

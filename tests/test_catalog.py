@@ -1,0 +1,97 @@
+import json
+
+import pandas as pd
+import pytest
+
+from hypermodal import catalog as catalog_mod
+from hypermodal.catalog import (
+    CATALOG_COLUMNS,
+    build_catalog,
+    errors_path,
+    read_catalog,
+    summary_path,
+)
+from hypermodal.errors import read_errors
+from hypermodal.labels import ClassVocabulary
+
+
+def test_catalog_of_real_files_reconciles_and_labels(real_corpus, tmp_path):
+    root, expected = real_corpus
+    out = tmp_path / "catalog.parquet"
+    s = build_catalog([root], out, workers=2, progress=False)
+    assert s.files_seen == expected["files"]
+    assert s.files_skipped == expected["skipped"]
+    assert s.files_excluded == expected["excluded"]
+    assert s.files_seen == s.files_cataloged + s.files_excluded + s.files_skipped
+    df = read_catalog(out)
+    assert tuple(df.columns) == CATALOG_COLUMNS
+    assert len(df) == s.images == expected["images"]
+    by_ds = df.groupby("dataset")["label"].agg(lambda x: set(x)).to_dict()
+    assert by_ds == {
+        "ct-small": {"CT"}, "mr-small": {"MR"}, "emri": {"MR"}, "cr-leg": {"XR"},
+        "nifti-mr": {"MR"}, "png-xr": {"XR"},
+    }
+    emri = df[df.dataset == "emri"]
+    assert list(emri["index"]) == list(range(10))  # one row per frame
+    assert emri["series"].nunique() == 1 and emri["series"].iloc[0].startswith("1.")
+    nifti = df[df.dataset == "nifti-mr"]
+    assert len(nifti) == expected["nifti_slices"] and nifti["body_part"].eq("HEAD").all()
+    assert df[df.dataset == "cr-leg"]["modality"].iloc[0] == "CR"
+    assert df["split"].isna().all()
+    # the errors file names every skipped file with a reason
+    errs = read_errors(errors_path(out))
+    assert len(errs) == expected["skipped"]
+    assert {e["path"].rsplit("/", 1)[1] for e in errs} == {"MR_truncated.dcm", "notes.txt", "empty.dcm"}
+    assert all(e["reason"] for e in errs)
+    meta = json.loads(summary_path(out).read_text())
+    assert meta["summary"]["excluded_modalities"] == {"US": 1}
+    assert meta["vocabulary"]["classes"] == ["CT", "MR", "PT", "XR"]
+
+
+def test_other_class_keeps_ultrasound(real_corpus, tmp_path):
+    root, _ = real_corpus
+    vocab = ClassVocabulary.from_options(classes="CT,MR,PT,XR,OTHER", other="OTHER")
+    s = build_catalog([root], tmp_path / "c.parquet", vocabulary=vocab, workers=1, progress=False)
+    assert s.files_excluded == 0 and s.images_per_class["OTHER"] == 1
+
+
+def test_catalog_resumes_after_interruption(real_corpus, tmp_path, monkeypatch):
+    root, _ = real_corpus
+    clean = read_catalog_of(root, tmp_path / "clean.parquet")
+
+    calls = {"n": 0}
+    real = catalog_mod._read_chunk
+
+    def dying(args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # the process is stopped part-way
+        return real(args)
+
+    out = tmp_path / "resumed.parquet"
+    monkeypatch.setattr(catalog_mod, "_read_chunk", dying)
+    with pytest.raises(KeyboardInterrupt):
+        build_catalog([root], out, workers=1, chunk_files=2, progress=False)
+    assert not out.exists()  # nothing half-written
+    parts = sorted(p.name for p in out.with_name(out.name + ".parts").glob("part-*.json"))
+    assert parts == ["part-000000.json", "part-000001.json"]
+
+    seen = []
+    monkeypatch.setattr(catalog_mod, "_read_chunk", lambda a: seen.append(a) or real(a))
+    build_catalog([root], out, workers=1, chunk_files=2, progress=False)
+    assert len(seen) == 3  # 5 chunks of 2 files: the first two were not read again
+    pd.testing.assert_frame_equal(read_catalog(out), clean)
+    assert not out.with_name(out.name + ".parts").exists()
+
+
+def read_catalog_of(root, out):
+    build_catalog([root], out, workers=1, chunk_files=2, progress=False)
+    return read_catalog(out)
+
+
+def test_missing_input_and_non_catalog_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        build_catalog([tmp_path / "nope"], tmp_path / "c.parquet", progress=False)
+    pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "x.parquet")
+    with pytest.raises(ValueError, match="not a hypermodal catalog"):
+        read_catalog(tmp_path / "x.parquet")

@@ -1,0 +1,134 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hypermodal import store as store_mod
+from hypermodal.catalog import build_catalog, read_catalog
+from hypermodal.io import iter_images
+from hypermodal.labels import ClassVocabulary
+from hypermodal.preprocess import PreprocessConfig, to_uint8
+from hypermodal.split import SplitPlan, apply_split
+from hypermodal.store import (
+    JOURNAL_DIR,
+    META_FILE,
+    SliceStore,
+    StoreError,
+    build_store,
+    store_errors,
+)
+
+SPLIT = {"ct-small": "train", "mr-small": "train", "emri": "train", "png-xr": "train",
+         "nifti-mr": "validate", "cr-leg": "test"}
+
+
+@pytest.fixture(scope="module")
+def selected(real_corpus, tmp_path_factory):
+    root, _ = real_corpus
+    out = tmp_path_factory.mktemp("cat") / "catalog.parquet"
+    build_catalog([root], out, workers=1, progress=False)
+    plan = SplitPlan(assignments=SPLIT, method="file")
+    return apply_split(read_catalog(out), plan), plan
+
+
+def test_store_round_trip_matches_reader_plus_preprocessing(selected, tmp_path):
+    df, plan = selected
+    vocab = ClassVocabulary()
+    summary = build_store(df, tmp_path / "s", vocab, PreprocessConfig(size=64),
+                          split_hash=plan.hash, workers=2, chunk_images=4, progress=False)
+    assert summary.reconciles() and summary.images_failed == 0
+    st = SliceStore.open(tmp_path / "s")
+    assert st.images.shape == (len(df), 64, 64) and st.images.dtype == np.uint8
+    assert st.split_hash == plan.hash
+    assert st.vocabulary == vocab
+    # every stored image equals reader + preprocessing of the same source image
+    for row in [0, len(df) // 2, len(df) - 1]:
+        rec = st.table.iloc[row]
+        img = dict(iter_images(Path(rec["path"]), [int(rec["index"])]))[int(rec["index"])]
+        np.testing.assert_array_equal(st.images[row], to_uint8(img, PreprocessConfig(size=64)))
+        assert st.images[row].min() == 0 and st.images[row].max() == 255  # min-max per image
+        assert rec["label_index"] == vocab.index(rec["label"])
+    assert set(st.table.loc[st.rows("test"), "dataset"]) == {"cr-leg"}
+    assert st.meta["images_per_class_per_split"]["train"]["MR"] == 11
+    assert not (tmp_path / "s" / JOURNAL_DIR).exists()
+
+
+def test_file_broken_after_cataloguing_is_reported_and_counts_reconcile(selected, tmp_path):
+    df, plan = selected
+    broken = tmp_path / "broken.dcm"
+    emri = df[df.dataset == "emri"]["path"].iloc[0]
+    broken.write_bytes(Path(emri).read_bytes()[:5000])  # truncated inside the pixel data
+    df = df.copy()
+    df.loc[df.dataset == "emri", "path"] = str(broken)
+    summary = build_store(df, tmp_path / "s", ClassVocabulary(), PreprocessConfig(size=32),
+                          workers=1, progress=False)
+    assert summary.images_failed == 10 and summary.reconciles()
+    st = SliceStore.open(tmp_path / "s")
+    assert int(st.table["ok"].sum()) == len(df) - 10
+    assert len(st.rows()) == len(df) - 10
+    errs = store_errors(tmp_path / "s")
+    assert len(errs) == 10 and all(e["path"] == str(broken) and e["reason"] for e in errs)
+    assert not st.images[~st.table["ok"].to_numpy()].any()  # failed rows hold zeros
+
+
+def test_store_resumes_after_interruption_without_redoing_work(selected, tmp_path, monkeypatch):
+    df, _ = selected
+    pre = PreprocessConfig(size=32)
+    build_store(df, tmp_path / "clean", ClassVocabulary(), pre, workers=1, chunk_images=8,
+                progress=False)
+    clean = SliceStore.open(tmp_path / "clean")
+
+    real = store_mod._build_chunk
+    calls = {"n": 0}
+
+    def dying(args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(args)
+
+    out = tmp_path / "resumed"
+    monkeypatch.setattr(store_mod, "_build_chunk", dying)
+    with pytest.raises(KeyboardInterrupt):
+        build_store(df, out, ClassVocabulary(), pre, workers=1, chunk_images=8, progress=False)
+    assert not (out / META_FILE).exists()
+    with pytest.raises(StoreError, match="not a finished store"):
+        SliceStore.open(out)
+    assert len(list((out / JOURNAL_DIR).glob("chunk-*.json"))) == 2
+
+    redone = []
+    monkeypatch.setattr(store_mod, "_build_chunk", lambda a: redone.append(a[3]) or real(a))
+    summary = build_store(df, out, ClassVocabulary(), pre, workers=1, chunk_images=8,
+                          progress=False)
+    assert summary.resumed_chunks == 2 and 0 not in redone and 1 not in redone
+    st = SliceStore.open(out)
+    np.testing.assert_array_equal(np.asarray(st.images), np.asarray(clean.images))
+    assert st.table.equals(clean.table)
+
+
+def test_chunks_never_split_a_file():
+    paths = np.array(["a", "a", "a", "b", "c", "c", "c", "c", "d"])
+    bounds = store_mod._chunk_bounds(paths, 2)
+    assert bounds == [(0, 3), (3, 8), (8, 9)]  # "c" (rows 4-7) stays whole
+
+
+def test_finished_store_is_not_overwritten_and_labels_must_be_classes(selected, tmp_path):
+    df, _ = selected
+    build_store(df.head(2), tmp_path / "s", ClassVocabulary(), PreprocessConfig(size=16),
+                workers=1, progress=False)
+    with pytest.raises(StoreError, match="already holds a finished store"):
+        build_store(df.head(2), tmp_path / "s", ClassVocabulary(), PreprocessConfig(size=16))
+    with pytest.raises(StoreError, match="not classes"):
+        build_store(df.head(2), tmp_path / "t", ClassVocabulary.from_options(classes="PT"))
+
+
+def test_open_rejects_inconsistent_store(selected, tmp_path):
+    df, _ = selected
+    build_store(df.head(3), tmp_path / "s", ClassVocabulary(), PreprocessConfig(size=16),
+                workers=1, progress=False)
+    meta = json.loads((tmp_path / "s" / META_FILE).read_text())
+    meta["num_images"] = 4
+    (tmp_path / "s" / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(StoreError, match="manifest has 3 rows"):
+        SliceStore.open(tmp_path / "s")
