@@ -23,12 +23,8 @@ def test_one_channel_stem_and_output_shape(name: str) -> None:
         out = model(torch.rand(2, 1, 32, 32))
     assert out.shape == (2, 4)
     assert torch.isfinite(out).all()
-
-
-def test_vgg16_is_the_batchnorm_variant_the_paper_trained() -> None:
-    model = build_model("vgg16", num_classes=3)
+    # every network has BatchNorm; for vgg16 that is the VGG16-BN variant the paper's code trained
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-    assert model.classifier[-1].out_features == 3
 
 
 def test_name_is_case_insensitive_and_classes_configurable() -> None:

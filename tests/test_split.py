@@ -152,3 +152,19 @@ def test_tampered_split_file_is_detected(tmp_path):
     out.write_text(json.dumps(data))
     with pytest.raises(SplitError, match="hash"):
         SplitPlan.load(out)
+
+
+def test_two_dataset_class_lands_in_train_and_test():
+    spec = many_datasets()
+    spec = {k: {c: n for c, n in v.items() if c != "XR"} or {"CT": 10} for k, v in spec.items()}
+    spec["xr_chest"] = {"XR": 1}
+    spec["xr_leg"] = {"XR": 1}
+    plan = make_split(synthetic_catalog(spec), seed=0)
+    assert {plan.assignments["xr_chest"], plan.assignments["xr_leg"]} == {"train", "test"}
+
+
+def test_templates_and_phantoms_go_to_train_in_auto_split():
+    cat = synthetic_catalog(many_datasets())
+    cat["template"] = cat["dataset"].isin(["ds00", "ds01", "ds02"])
+    plan = make_split(cat, seed=0)
+    assert all(plan.assignments[d] == "train" for d in ("ds00", "ds01", "ds02"))

@@ -7,7 +7,6 @@ it says nothing about accuracy on real images.
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +49,7 @@ def _pattern(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
 
 def make_store(
     path: Path,
-    n_per_class: tuple[int, int, int] = (24, 8, 8),
+    n_per_class: tuple[int, int, int] = (16, 4, 4),
     size: int = 32,
     seed: int = 0,
     test_classes: tuple[str, ...] | None = None,
@@ -243,7 +242,7 @@ def test_validation_runs_in_eval_mode_without_touching_batchnorm(store: SliceSto
 def test_resume_after_interruption_matches_uninterrupted_run(
     store: SliceStore, tmp_path: Path
 ) -> None:
-    config = quick(epochs=3)
+    config = quick(epochs=3, batch_size=32)
     full = train(store.path, tmp_path / "full", config, progress=False)
 
     class Interrupt(Exception):
@@ -314,7 +313,7 @@ def test_train_size_balance_and_cap_are_used_and_stored(tmp_path: Path) -> None:
     assert probs.shape == (3, 4)
     # the same path by hand: /255, antialiased resize to 32, eval mode, softmax
     x = torch.nn.functional.interpolate(
-        torch.from_numpy(np.asarray(s.images[:3])).float().div(255).unsqueeze(1),
+        torch.from_numpy(np.array(s.images[:3])).float().div(255).unsqueeze(1),
         size=(32, 32),
         mode="bilinear",
         antialias=True,
@@ -356,7 +355,7 @@ def test_bad_checkpoints_give_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not a hypermodal checkpoint"):
         load_model(foreign)
     unsafe = tmp_path / "unsafe.pt"
-    torch.save({"obj": _NotAllowed()}, unsafe, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    torch.save({"obj": _NotAllowed()}, unsafe)
     with pytest.raises(CheckpointError, match="tensors and plain values"):
         load_model(unsafe)
 

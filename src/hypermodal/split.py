@@ -147,6 +147,20 @@ def class_counts(catalog: pd.DataFrame, caps: Mapping[str, int]) -> pd.DataFrame
     return counts
 
 
+def _needed_presence(counts: np.ndarray, ratios: np.ndarray) -> np.ndarray:
+    """(3, classes) bool: where each class must be present. A class with k datasets should
+    reach min(k, splits) splits, filled in the order train, test, validate — a class seen in
+    training and tested on an unseen dataset is worth more than one that is only validated."""
+    n_datasets = (counts > 0).sum(axis=0)
+    need = np.zeros((3, counts.shape[1]), dtype=bool)
+    rank = 0
+    for s in (0, 2, 1):  # train, test, validate
+        if ratios[s] > 0:
+            rank += 1
+            need[s] = n_datasets >= rank
+    return need
+
+
 def _objective(
     assign: np.ndarray, counts: np.ndarray, ratios: np.ndarray, need: np.ndarray
 ) -> float:
@@ -159,7 +173,7 @@ def _objective(
     totals = counts.sum(axis=0)
     shares = per_split / np.maximum(totals, 1)
     err = float(((shares - ratios[:, None]) ** 2).sum())
-    missing = int(((~present) & need[None, :]).sum())
+    missing = int(((~present) & need).sum())
     return err + 10.0 * missing
 
 
@@ -168,10 +182,12 @@ def auto_split(
     ratios: tuple[float, float, float] = DEFAULT_RATIOS,
     seed: int = 0,
     iterations: int | None = None,
+    fixed: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, str], dict[str, Any]]:
     """Assign whole datasets to splits (deterministic for a seed).
 
-    ``counts``: images per dataset (rows) and class (columns), after caps. Local search from a
+    ``counts``: images per dataset (rows) and class (columns), after caps. ``fixed``: datasets
+    whose split is decided beforehand (templates and phantoms go to train). Local search from a
     greedy start: move one dataset or swap two while the objective improves; random restarts
     escape local minima. Returns the assignment and a quality report.
     """
@@ -182,9 +198,9 @@ def auto_split(
         raise SplitError("no datasets to split")
     mat = counts.to_numpy(dtype=float)
     r = np.asarray(ratios, dtype=float)
-    # A class can fill every split with a non-zero ratio only if it has that many datasets.
-    n_nonzero = int((r > 0).sum())
-    need = (mat > 0).sum(axis=0) >= n_nonzero
+    need = _needed_presence(mat, r)
+    fixed_idx = {names.index(d): SPLITS.index(s) for d, s in (fixed or {}).items() if d in names}
+    free = np.array([i for i in range(len(names)) if i not in fixed_idx], dtype=int)
     rng = np.random.default_rng(seed)
     if iterations is None:  # enough local-search steps for the number of datasets
         iterations = max(2_000, min(20_000, 400 * len(names)))
@@ -195,7 +211,12 @@ def auto_split(
         assign = np.full(len(names), -1)
         per_split = np.zeros((3, mat.shape[1]))
         totals = mat.sum(axis=0)
+        for i, s in fixed_idx.items():
+            assign[i] = s
+            per_split[s] += mat[i]
         for i in order:
+            if i in fixed_idx:
+                continue
             # Put the dataset where its classes are most under their target.
             deficit = [
                 float(((r[s] * totals - per_split[s]) * (mat[i] > 0)).sum()) if r[s] > 0 else -1e18
@@ -212,16 +233,16 @@ def auto_split(
     for _ in range(restarts):
         assign = greedy()
         score = _objective(assign, mat, r, need)
-        for _ in range(steps):
+        for _ in range(steps if len(free) else 0):
             cand = assign.copy()
-            i = int(rng.integers(len(names)))
-            if rng.random() < 0.5 or len(names) < 2:
+            i = int(free[rng.integers(len(free))])
+            if rng.random() < 0.5 or len(free) < 2:
                 choices = [s for s in range(3) if s != cand[i] and r[s] > 0]
                 if not choices:
                     continue
                 cand[i] = choices[int(rng.integers(len(choices)))]
             else:
-                j = int(rng.integers(len(names)))
+                j = int(free[rng.integers(len(free))])
                 cand[i], cand[j] = cand[j], cand[i]
             cand_score = _objective(cand, mat, r, need)
             if cand_score <= score:
@@ -277,8 +298,13 @@ def make_split(
     seed: int = 0,
     caps: Mapping[str, int] | None = None,
     exclude_localizers: bool = True,
+    templates_to_train: bool = True,
 ) -> SplitPlan:
-    """A split for ``catalog``: from ``split_file`` when given, else found automatically."""
+    """A split for ``catalog``: from ``split_file`` when given, else found automatically.
+
+    In an automatic split, datasets made only of templates or phantoms (atlases, averages: not
+    acquisitions of a patient) go to train, so that validation and test measure real scans.
+    """
     caps = dict(DEFAULT_CAPS if caps is None else caps)
     usable = catalog[~catalog["localizer"]] if exclude_localizers else catalog
     counts = class_counts(usable, caps)
@@ -298,7 +324,13 @@ def make_split(
             exclude_localizers=exclude_localizers,
         )
     else:
-        assignments, _ = auto_split(counts, ratios=ratios, seed=seed)
+        templates = (
+            usable.groupby("dataset")["template"].all()
+            if "template" in usable
+            else pd.Series(dtype=bool)
+        )
+        fixed = {d: "train" for d, t in templates.items() if t} if templates_to_train else {}
+        assignments, _ = auto_split(counts, ratios=ratios, seed=seed, fixed=fixed)
         plan = SplitPlan(
             assignments=assignments,
             method="auto",

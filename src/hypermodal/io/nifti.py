@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,9 +135,8 @@ def plan_slices(spatial_shape: tuple[int, ...], axcodes: Iterable[str | None] | 
     a, b = (i for i in range(3) if i != slice_axis)
     row_axis, col_axis = a, b
     flip_rows = flip_cols = False
-    if known:
-        ca, cb = codes[a], codes[b]
-        if ca in ("L", "R") and cb in ("A", "P"):
+    if codes[a] is not None and codes[b] is not None:
+        if codes[a] in ("L", "R") and codes[b] in ("A", "P"):
             row_axis, col_axis = b, a
         if codes[row_axis] in ("A", "P") and codes[col_axis] in ("L", "R"):
             flip_rows = codes[row_axis] == "A"
@@ -150,7 +150,9 @@ def plan_slices(spatial_shape: tuple[int, ...], axcodes: Iterable[str | None] | 
         num_slices=shape[slice_axis],
         rows=shape[row_axis],
         columns=shape[col_axis],
-        axcodes="".join(str(c) for c in codes) if known else None,
+        axcodes="".join(str(c) if c is not None else "?" for c in codes)
+        if any(c is not None for c in codes)
+        else None,
     )
 
 
@@ -197,6 +199,18 @@ def sniff_nifti(path: Path, head: bytes) -> bool:
     return False
 
 
+def _head(path: Path, size: int = 1024) -> bytes:
+    """The first bytes of the content, decompressed when gzipped (best effort)."""
+    try:
+        with open(path, "rb") as fp:
+            raw = fp.read(65536)
+        if raw[:2] != _GZIP_MAGIC:
+            return raw[:size]
+        return zlib.decompressobj(wbits=31).decompress(raw, size)
+    except (OSError, zlib.error):
+        return b""
+
+
 def _image_class(head: bytes) -> type[nib.spatialimages.SpatialImage]:
     if head[344:348] == b"n+1\x00":
         return nib.Nifti1Image
@@ -221,6 +235,8 @@ class _Loaded:
             raise
         except nib.filebasedimages.ImageFileError as exc:
             self.close()
+            if sniff_nifti(path, _head(path)):  # the magic is there: the rest is broken
+                raise CorruptFileError(path, f"unreadable NIfTI file ({exc})") from None
             raise UnsupportedFileError(path, f"not a NIfTI/Analyze/MGH file ({exc})") from None
         except (EOFError, OSError, ValueError, struct.error, gzip.BadGzipFile) as exc:
             self.close()
@@ -301,12 +317,10 @@ class NiftiReader:
 
     def _plan(self, loaded: _Loaded) -> tuple[SlicePlan, int, tuple[int, ...]]:
         img = loaded.img
-        if getattr(img, "affine", None) is None and not hasattr(img, "header"):
-            raise UnsupportedFileError(loaded.path, "not a spatial image")
         if type(img).__name__.startswith("Cifti"):
             raise UnsupportedFileError(loaded.path, "CIFTI-2 file (surface/grayordinate data)")
         spatial, extra = _spatial_and_extra(img.shape)
-        affine = img.affine
+        affine = getattr(img, "affine", None)
         codes: tuple[str | None, ...] | None = None
         if affine is not None and len(spatial) >= 2:
             try:

@@ -43,6 +43,7 @@ __all__ = [
     "reader_for",
     "register_reader",
     "registered_readers",
+    "unregister_reader",
 ]
 
 #: How many leading bytes (after gzip decompression) readers get to sniff.
@@ -86,6 +87,21 @@ def register_reader(reader: Reader | type[Reader], *, first: bool = False) -> Re
     else:
         _READERS.append(instance)
     return instance
+
+
+def unregister_reader(name: str) -> Reader | None:
+    """Remove the registered reader called ``name``.
+
+    Args:
+        name: The reader's ``name``.
+
+    Returns:
+        The removed reader, or None when none had that name.
+    """
+    for pos, existing in enumerate(_READERS):
+        if existing.name == name:
+            return _READERS.pop(pos)
+    return None
 
 
 def registered_readers() -> tuple[Reader, ...]:

@@ -177,15 +177,17 @@ class _NrrdLayout:
         self.dtype = np.dtype(code if code[1] == "1" else endian + code)
 
     @property
-    def slice_axis(self) -> int:
-        """The slice axis as an index into all NRRD axes."""
+    def slice_axis(self) -> int | None:
+        """The slice axis as an index into all NRRD axes (None for a 2D image)."""
+        if len(self.spatial) < 3:
+            return None
         return self.spatial[self.plan.slice_axis]
 
     def index_for(self, k: int) -> tuple[Any, ...]:
         """Index over all NRRD axes that selects slice ``k`` of the first volume."""
         index: list[Any] = []
         for axis in range(len(self.sizes)):
-            if axis == self.slice_axis and len(self.spatial) == 3:
+            if len(self.spatial) == 3 and axis == self.slice_axis:
                 index.append(k)
             elif axis in self.spatial or axis == self.color_axis:
                 index.append(slice(None))
@@ -209,7 +211,11 @@ class _NrrdLayout:
 
     def contiguous(self) -> bool:
         """Whether one slice is a single run of bytes (slice axis = last spatial axis)."""
-        return len(self.spatial) == 2 or self.slice_axis == max(self.spatial)
+        if len(self.spatial) == 2:
+            return True
+        axis = self.slice_axis
+        assert axis is not None
+        return axis == max(self.spatial) and (self.color_axis is None or self.color_axis < axis)
 
     def run(self, k: int) -> tuple[int, tuple[int, ...]]:
         """Byte offset and F-order shape of slice ``k`` (only when :meth:`contiguous`)."""
@@ -421,6 +427,12 @@ class NrrdReader:
             base = stream.tell()
             for i in wanted:
                 offset, shape = layout.run(i)
+                if data.compressed and base + offset < stream.tell():
+                    # a backward seek would rewind to the start of the *file* (the header):
+                    # reopen the compressed stream instead
+                    _close_stream(stream)
+                    stream = data.open(total_bytes)
+                    base = stream.tell()
                 stream.seek(base + offset)
                 count = int(np.prod(shape, dtype=np.int64))
                 buf = stream.read(count * layout.dtype.itemsize)
@@ -580,13 +592,15 @@ class MetaImageReader:
             if not 0 <= i < total:
                 raise IndexError(f"{path}: image {i} out of range for {total} image(s)")
         for i in wanted:
+            # keep every spatial axis (size 1 on the slice axis): collapsing an axis makes ITK
+            # reject oblique/permuted directions; axes after the 3rd are collapsed (volume 0)
             start = [0] * len(size)
-            extent = [0] * len(size)  # 0 collapses an axis
+            extent = [0] * len(size)
             for axis in range(n_spatial):
                 extent[axis] = size[axis]
             if n_spatial == 3:
                 start[plan.slice_axis] = i
-                extent[plan.slice_axis] = 0
+                extent[plan.slice_axis] = 1
             reader.SetExtractIndex(start)
             reader.SetExtractSize(extent)
             try:
@@ -595,12 +609,17 @@ class MetaImageReader:
                 raise CorruptFileError(
                     path, f"cannot read MetaImage data ({_first_line(exc)})"
                 ) from None
-            arr = sitk.GetArrayViewFromImage(image)  # (rows=y, cols=x[, components])
-            plane = np.asarray(arr)
-            if plane.ndim == 3:
-                plane = plane.astype(np.float32)
-                plane = plane[..., :3] @ _LUMA if plane.shape[-1] >= 3 else plane[..., 0]
-            yield i, to_grey(plan.orient(np.ascontiguousarray(plane.T)))
+            # SimpleITK arrays are [z, y, x(, component)]: reverse the spatial axes to [x, y, z]
+            arr = np.asarray(sitk.GetArrayViewFromImage(image))
+            vector = image.GetNumberOfComponentsPerPixel() > 1
+            spatial_axes = list(range(arr.ndim - 1 if vector else arr.ndim))[::-1]
+            block = arr.transpose(spatial_axes + ([arr.ndim - 1] if vector else []))
+            if vector:
+                block = block.astype(np.float32)
+                block = block[..., :3] @ _LUMA if block.shape[-1] >= 3 else block[..., 0]
+            if n_spatial == 3:
+                block = np.take(block, 0, axis=plan.slice_axis)
+            yield i, to_grey(plan.orient(block))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -46,6 +46,7 @@ Run it as ``python -m hypermodal.sources.samples DIR``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
 import gzip
 import hashlib
@@ -261,7 +262,9 @@ def _wheel_info(pkg: PackageManifest, path: Path, zf: zipfile.ZipFile) -> _Wheel
     elif _norm_licence(licence) != _norm_licence(pkg.licence) and not _norm_licence(
         pkg.licence
     ).startswith(_norm_licence(licence)):
-        log.warning("%s: METADATA says licence %r, manifest expects %r", pkg.name, licence, pkg.licence)
+        log.warning(
+            "%s: METADATA says licence %r, manifest expects %r", pkg.name, licence, pkg.licence
+        )
     return _WheelInfo(pkg, path, _sha256_file(path), version, licence, where)
 
 
@@ -509,7 +512,11 @@ def _inspect_dicom(cand: _Candidate, pkg: PackageManifest) -> _Image | _Verdict 
         )
 
     modality = _text(header, "Modality")
-    base = dict(modality=modality, sop=_text(header, "SOPInstanceUID"), study=_text(header, "StudyInstanceUID"))
+    base = dict(
+        modality=modality,
+        sop=_text(header, "SOPInstanceUID"),
+        study=_text(header, "StudyInstanceUID"),
+    )
 
     def verdict(kind: str, reason: str) -> _Verdict:
         return _Verdict(kind, cand.package, cand.source_path, reason, **base)
@@ -531,7 +538,8 @@ def _inspect_dicom(cand: _Candidate, pkg: PackageManifest) -> _Image | _Verdict 
     has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
     if not has_pixels:
         if truncation:
-            return verdict("rejected", f"truncated: {truncation[:_MAX_REASON]}")
+            message = truncation.replace(" in file <no filename>", "")
+            return verdict("rejected", f"truncated: {message}"[:_MAX_REASON])
         return verdict("excluded", f"no pixel data ({_what(ds)})")
 
     file_meta = getattr(ds, "file_meta", None)
@@ -540,7 +548,9 @@ def _inspect_dicom(cand: _Candidate, pkg: PackageManifest) -> _Image | _Verdict 
     if force:
         hint = "no File Meta Information (read with force=True)"
         if ts is None:
-            return verdict("rejected", f"{hint}: no Transfer Syntax UID, pixel data cannot be decoded")
+            return verdict(
+                "rejected", f"{hint}: no Transfer Syntax UID, pixel data cannot be decoded"
+            )
     frames: list[np.ndarray] = []
     try:
         n_frames = int(ds.get("NumberOfFrames") or 1)
@@ -700,7 +710,8 @@ def _check_broken(zf: zipfile.ZipFile, path: str, reason: str) -> str:
                 warnings.simplefilter("ignore")
                 np.asanyarray(nib.load(loaded).dataobj)
         except Exception as exc:  # noqa: BLE001
-            return f"{reason} [{_short(exc)}]"[:_MAX_REASON]
+            message = _short(exc).replace(f"{tmp}{os.sep}", "")  # no temp path: stable text
+            return f"{reason} [{message}]"[:_MAX_REASON]
     log.warning("%s is listed as broken but nibabel reads it", path)
     return f"{reason} (nibabel {nib.__version__} reads it without error)"
 
@@ -791,9 +802,7 @@ class _Cluster:
     evidence: dict[str, str]
 
 
-def _cluster_images(
-    images: list[_Image], derived: dict[str, tuple[str, str]]
-) -> list[_Cluster]:
+def _cluster_images(images: list[_Image], derived: dict[str, tuple[str, str]]) -> list[_Cluster]:
     """Merge the files that hold the same image (SOP, pixels, lossy near-copies, derived)."""
     uf = _UnionFind(len(images))
     by_key = {img.key: i for i, img in enumerate(images)}
@@ -884,9 +893,7 @@ def _slug(text: str) -> str:
     return slug or "x"
 
 
-def _group_dicom(
-    clusters: list[_Cluster], packages: Sequence[PackageManifest]
-) -> list[_Dataset]:
+def _group_dicom(clusters: list[_Cluster], packages: Sequence[PackageManifest]) -> list[_Dataset]:
     """Group image clusters into datasets: same study or same specific patient."""
     uf = _UnionFind(len(clusters))
     for attr in ("study", "patient"):
@@ -911,7 +918,9 @@ def _group_dicom(
         if matches:
             pkg, entry = min(matches, key=lambda m: _PACKAGE_ORDER[m[0].name])
             if len({id(m[1]) for m in matches}) > 1:
-                log.warning("several manifest names match one dataset: %s", [m[1].name for m in matches])
+                log.warning(
+                    "several manifest names match one dataset: %s", [m[1].name for m in matches]
+                )
             package, name = pkg.name, entry.name
             body_part, phantom, note = entry.body_part, entry.phantom, entry.note
         else:
@@ -974,7 +983,9 @@ def _file_entry(cl: _Cluster, rel: str) -> dict[str, Any]:
     return entry
 
 
-def _dataset_meta(ds: _Dataset, wheels: dict[str, _WheelInfo]) -> tuple[dict[str, Any], dict[str, bytes]]:
+def _dataset_meta(
+    ds: _Dataset, wheels: dict[str, _WheelInfo]
+) -> tuple[dict[str, Any], dict[str, bytes]]:
     names = _relative_names(ds.clusters)
     files = sorted(
         (_file_entry(cl, names[cl.canonical.key]) for cl in ds.clusters), key=lambda f: f["path"]
@@ -1021,7 +1032,11 @@ def _write_dataset(out_dir: Path, meta: dict[str, Any], payload: dict[str, bytes
     shas = {f["path"]: f["sha256"] for f in meta["files"]}
     for rel, data in payload.items():
         target = ddir / rel
-        if target.is_file() and target.stat().st_size == len(data) and _sha256_file(target) == shas[rel]:
+        if (
+            target.is_file()
+            and target.stat().st_size == len(data)
+            and _sha256_file(target) == shas[rel]
+        ):
             continue
         write_bytes_atomic(target, data)
     _remove_strays(ddir, set(payload) | {DATASET_JSON})
@@ -1071,7 +1086,11 @@ def _counts(datasets: list[dict[str, Any]], vocab: ClassVocabulary) -> dict[str,
         seen_cls: set[str] = set()
         for f in meta["files"]:
             mod = f["modality"] or meta["label"] or "unknown"
-            cls = vocab.label_for_modality(f["modality"]) if f["modality"] else vocab.normalise_label(meta["label"])
+            cls = (
+                vocab.label_for_modality(f["modality"])
+                if f["modality"]
+                else vocab.normalise_label(meta["label"])
+            )
             row = by_modality.setdefault(mod, {"datasets": 0, "files": 0, "images": 0})
             row["files"] += 1
             row["images"] += f["images"]
@@ -1141,6 +1160,33 @@ def _complete(out_dir: Path, summary: dict[str, Any]) -> bool:
 # Entry point
 
 
+@contextlib.contextmanager
+def _quiet_readers() -> Iterator[None]:
+    """Silence pydicom/nibabel chatter about files that are broken on purpose.
+
+    What matters about those files is recorded in ``rejected`` with its reason; pydicom would
+    otherwise log a traceback per failed decoder plugin.
+    """
+    import nibabel  # noqa: F401 - import first: their module loggers must exist to be quieted
+    import pydicom.pixels  # noqa: F401
+
+    loggers = [
+        logging.getLogger(name)
+        for name in sorted(logging.root.manager.loggerDict)
+        if name.split(".")[0] in ("pydicom", "nibabel")
+    ]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.CRITICAL)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def _progress(items: Iterable[Any], enabled: bool, desc: str) -> Iterable[Any]:
     if not (enabled and sys.stderr.isatty()):
         return items
@@ -1207,7 +1253,8 @@ def gather_samples(
                 _log_summary(old)
                 return old
 
-        summary = _build(out_dir, selected, wheels, zips, vocab, fingerprint, progress)
+        with _quiet_readers():
+            summary = _build(out_dir, selected, wheels, zips, vocab, fingerprint, progress)
     finally:
         for zf in zips.values():
             zf.close()
@@ -1243,9 +1290,15 @@ def _build(
             derived[f"{pkg.name}:{copy.path}"] = (copy.of, copy.evidence)
         accounted: set[str] = set()
         for vol in pkg.volumes:
-            missing = [p for p in (vol.path, *vol.companions, *(r for r, _ in vol.re_encodings)) if p not in names]
+            missing = [
+                p
+                for p in (vol.path, *vol.companions, *(r for r, _ in vol.re_encodings))
+                if p not in names
+            ]
             if missing:
-                raise ValueError(f"{pkg.name} {pkg.version}: manifest names missing files {missing}")
+                raise ValueError(
+                    f"{pkg.name} {pkg.version}: manifest names missing files {missing}"
+                )
             volume_sets.append((pkg, vol, _inspect_volume(pkg, zf, vol)))
             accounted.update((vol.path, *vol.companions, *(r for r, _ in vol.re_encodings)))
         for name in sorted(names):
@@ -1253,7 +1306,9 @@ def _build(
                 continue
             broken = _first_match(name, pkg.broken)
             if broken:
-                verdicts.append(_Verdict("rejected", pkg.name, name, _check_broken(zf, name, broken)))
+                verdicts.append(
+                    _Verdict("rejected", pkg.name, name, _check_broken(zf, name, broken))
+                )
                 continue
             literal = any(pattern == name for pattern, _ in pkg.excluded)
             if not (name.lower().endswith(VOLUME_SUFFIXES) or literal):
@@ -1317,8 +1372,18 @@ def _build(
     _remove_stale(out_dir, {m["name"] for m in metas}, selected)
 
     # Point rejected files at the dataset that holds their image or study, when there is one.
-    by_sop = {f["sop_instance_uid"]: m["name"] for m in metas for f in m["files"] if f.get("sop_instance_uid")}
-    by_study = {f["study_instance_uid"]: m["name"] for m in metas for f in m["files"] if f.get("study_instance_uid")}
+    by_sop = {
+        f["sop_instance_uid"]: m["name"]
+        for m in metas
+        for f in m["files"]
+        if f.get("sop_instance_uid")
+    }
+    by_study = {
+        f["study_instance_uid"]: m["name"]
+        for m in metas
+        for f in m["files"]
+        if f.get("study_instance_uid")
+    }
     rejected = []
     for v in verdicts:
         if v.kind != "rejected":
@@ -1434,7 +1499,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     packages = [p.strip() for p in args.packages.split(",")] if args.packages else None
     summary = gather_samples(args.out_dir, args.cache_dir, packages)
-    print(json.dumps({k: summary[k] for k in ("totals", "missing_classes", "notes", "run")}, indent=2))
+    print(
+        json.dumps({k: summary[k] for k in ("totals", "missing_classes", "notes", "run")}, indent=2)
+    )
     return 0
 
 
