@@ -44,7 +44,8 @@ def friendly_errors(func: F) -> F:
         except (SplitError, StoreError, ImageReadError, ValueError, KeyError) as exc:
             raise _fail(f"{type(exc).__name__}: {exc}") from None
         except RuntimeError as exc:
-            if "checkpoint" in str(exc).lower():
+            # CheckpointError / ResumeError (kept out of the import path: they import torch)
+            if type(exc).__name__ in ("CheckpointError", "ResumeError"):
                 raise _fail(str(exc)) from None
             raise
 

@@ -32,7 +32,7 @@ from typing import IO, Any, ClassVar
 
 import numpy as np
 import pydicom
-from pydicom.datadict import DicomDictionary, tag_for_keyword
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, as_pixel_options, get_decoder
@@ -137,12 +137,26 @@ _US_KEYWORDS = frozenset(
     }
 )
 _TAG_KEYWORDS = dict(zip(HEADER_TAGS, _HEADER_KEYWORDS, strict=True))
-#: for decoding: the header's elements plus all of group 0028 (LUTs, palettes), the functional
-#: groups (per-frame rescale) and the extended offset table
+#: for decoding: the header's elements plus what pixel processing reads (modality LUT, palette,
+#: functional groups for per-frame rescale, extended offset table). Kept short on purpose:
+#: pydicom normalises the whole list on every read.
+_PIXEL_KEYWORDS = (
+    "RescaleType",
+    "ModalityLUTSequence",
+    "PaletteColorLookupTableUID",
+    *(
+        f"{colour}PaletteColorLookupTable{part}"
+        for colour in ("Red", "Green", "Blue", "Alpha")
+        for part in ("Descriptor", "Data")
+    ),
+    *(f"Segmented{c}PaletteColorLookupTableData" for c in ("Red", "Green", "Blue", "Alpha")),
+    "SharedFunctionalGroupsSequence",
+    "PerFrameFunctionalGroupsSequence",
+    "ExtendedOffsetTable",
+    "ExtendedOffsetTableLengths",
+)
 PIXEL_TAGS: list[int] = sorted(
-    set(HEADER_TAGS)
-    | {tag for tag, entry in DicomDictionary.items() if tag >> 16 == 0x0028}
-    | {0x52009229, 0x52009230, 0x7FE00001, 0x7FE00002}
+    set(HEADER_TAGS) | {tag_for_keyword(k) for k in _PIXEL_KEYWORDS}  # type: ignore[misc]
 )
 
 
@@ -489,51 +503,94 @@ class _Opened:
             self.fp = None  # type: ignore[assignment]
 
 
-def _rescale_for_frame(ds: Dataset, index: int) -> tuple[float, float] | None:
-    """Rescale (slope, intercept) for one frame: per-frame groups, shared groups, top level."""
-    for keyword in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
-        groups = ds.get(keyword)
-        if not groups:
-            continue
-        if keyword.startswith("PerFrame"):
-            if index >= len(groups):
-                continue
-            item = groups[index]
-        else:
-            item = groups[0]
-        transform = item.get("PixelValueTransformationSequence")
-        if transform:
-            t = transform[0]
-            if "RescaleSlope" in t or "RescaleIntercept" in t:
-                return float(t.get("RescaleSlope", 1.0)), float(t.get("RescaleIntercept", 0.0))
-    if "RescaleSlope" in ds or "RescaleIntercept" in ds:
-        slope = ds.get("RescaleSlope")
-        intercept = ds.get("RescaleIntercept")
-        return (
-            float(slope) if slope not in (None, "") else 1.0,
-            float(intercept) if intercept not in (None, "") else 0.0,
-        )
-    return None
+def _number(value: Any, default: float) -> float:
+    """A DS value (text, possibly blank or multi-valued) as float."""
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if value is None or str(value).strip() == "":
+        return default
+    return float(value)
 
 
-def _stored_range(ds: Dataset) -> tuple[float, float]:
-    bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
-    if int(ds.get("PixelRepresentation") or 0):
+def _functional_rescale(ds: Dataset, keyword: str, index: int) -> tuple[float, float] | None:
+    groups = ds.get(keyword)
+    if not groups:
+        return None
+    if keyword == "PerFrameFunctionalGroupsSequence":
+        if index >= len(groups):
+            return None
+        item = groups[index]
+    else:
+        item = groups[0]
+    transform = item.get("PixelValueTransformationSequence")
+    if not transform:
+        return None
+    t = transform[0]
+    if "RescaleSlope" not in t and "RescaleIntercept" not in t:
+        return None
+    return _number(t.get("RescaleSlope"), 1.0), _number(t.get("RescaleIntercept"), 0.0)
+
+
+def _stored_range(v: dict[str, Any]) -> tuple[float, float]:
+    bits = int(v.get("BitsStored") or v.get("BitsAllocated") or 16)
+    if int(v.get("PixelRepresentation") or 0):
         return float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
     return 0.0, float(2**bits - 1)
+
+
+_PIXEL_OPTION_NAMES = {
+    "SamplesPerPixel": "samples_per_pixel",
+    "PhotometricInterpretation": "photometric_interpretation",
+    "PlanarConfiguration": "planar_configuration",
+    "Rows": "rows",
+    "Columns": "columns",
+    "BitsAllocated": "bits_allocated",
+    "BitsStored": "bits_stored",
+    "PixelRepresentation": "pixel_representation",
+}
+
+
+def _pixel_options(v: dict[str, Any], ds: Dataset, frames: int) -> dict[str, Any]:
+    """Decoder options from the already-decoded header values (as ``as_pixel_options`` does)."""
+    opts = {name: v[k] for k, name in _PIXEL_OPTION_NAMES.items() if v.get(k) is not None}
+    if not all(isinstance(x, int | str) for x in opts.values()):
+        opts = as_pixel_options(ds)  # unusual values: let pydicom interpret them
+    opts["number_of_frames"] = frames
+    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+        opts["extended_offsets"] = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+    return opts
 
 
 class _Transform:
     """Per-file pixel processing: modality LUT, MONOCHROME1 inversion, colour to grey."""
 
-    def __init__(self, ds: Dataset, path: Path, *, float_pixels: bool = False) -> None:
+    def __init__(
+        self, ds: Dataset, v: dict[str, Any], path: Path, *, float_pixels: bool = False
+    ) -> None:
         self.ds = ds
+        self.v = v
         self.path = path
         self.float_pixels = float_pixels
-        self.photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-        self.has_lut = bool(ds.get("ModalityLUTSequence"))
-        self.per_frame = bool(ds.get("PerFrameFunctionalGroupsSequence"))
-        self.fixed_rescale = None if self.per_frame else _rescale_for_frame(ds, 0)
+        self.photometric = str(v.get("PhotometricInterpretation") or "MONOCHROME2").upper()
+        self.has_lut = "ModalityLUTSequence" in ds and bool(ds.ModalityLUTSequence)
+        self.per_frame = "PerFrameFunctionalGroupsSequence" in ds
+        self.shared = (
+            _functional_rescale(ds, "SharedFunctionalGroupsSequence", 0)
+            if "SharedFunctionalGroupsSequence" in ds
+            else None
+        )
+        top = None
+        if v.get("RescaleSlope") is not None or v.get("RescaleIntercept") is not None:
+            top = _number(v.get("RescaleSlope"), 1.0), _number(v.get("RescaleIntercept"), 0.0)
+        self.fixed = self.shared or top
+
+    def rescale(self, index: int) -> tuple[float, float] | None:
+        """(slope, intercept) for frame ``index``: per-frame groups, shared groups, top level."""
+        if self.per_frame:
+            found = _functional_rescale(self.ds, "PerFrameFunctionalGroupsSequence", index)
+            if found is not None:
+                return found
+        return self.fixed
 
     def __call__(self, arr: np.ndarray, index: int, photometric: str) -> np.ndarray:
         photometric = photometric.strip().upper()
@@ -545,12 +602,13 @@ class _Transform:
         if self.has_lut:
             out = np.asarray(apply_modality_lut(arr, self.ds), dtype=np.float32)
         else:
-            out = arr.astype(np.float32, copy=False)
-            rescale = (
-                self.fixed_rescale if not self.per_frame else _rescale_for_frame(self.ds, index)
-            )
-            if rescale is not None and rescale != (1.0, 0.0):
-                out = out * np.float32(rescale[0]) + np.float32(rescale[1])
+            out = arr.astype(np.float32)  # a new, writeable array: the steps below are in place
+            rescale = self.rescale(index)
+            if rescale is not None:
+                if rescale[0] != 1.0:
+                    out *= np.float32(rescale[0])
+                if rescale[1] != 0.0:
+                    out += np.float32(rescale[1])
         if photometric == "MONOCHROME1":
             out = self._invert(out, index)
         return np.ascontiguousarray(out, dtype=np.float32)
@@ -560,17 +618,18 @@ class _Transform:
         if self.float_pixels:  # Float/Double Float Pixel Data: no stored range to mirror in
             lo, hi = float(out.min()), float(out.max())
         else:
-            smin, smax = _stored_range(self.ds)
+            smin, smax = _stored_range(self.v)
             if self.has_lut:
                 ends = np.asarray(
                     apply_modality_lut(np.array([smin, smax], dtype=np.int64), self.ds),
                     dtype=np.float64,
                 )
             else:
-                rescale = _rescale_for_frame(self.ds, index) or (1.0, 0.0)
+                rescale = self.rescale(index) or (1.0, 0.0)
                 ends = np.array([smin, smax]) * rescale[0] + rescale[1]
             lo, hi = float(ends.min()), float(ends.max())
-        return np.float32(lo + hi) - out
+        np.subtract(np.float32(lo + hi), out, out=out)
+        return out
 
     @staticmethod
     def _grey(arr: np.ndarray, photometric: str) -> np.ndarray:
@@ -704,18 +763,20 @@ class DicomReader:
                 raise UnsupportedFileError(path, "no pixel data")
             src: Any = ds
             opts: dict[str, Any] = {}
-            transform = _Transform(ds, path)
+            transform = _Transform(ds, opened.v, path)
         else:
             pixel = opened.pixel
             assert pixel is not None
             opened.fp.seek(pixel.value_offset)
             src = opened.fp
-            opts = as_pixel_options(opened.ds, number_of_frames=opened.frames)
+            opts = _pixel_options(opened.v, opened.ds, opened.frames)
             opts["transfer_syntax_uid"] = ts
             opts["pixel_keyword"] = pixel.keyword
             if pixel.vr is not None:
                 opts["pixel_vr"] = pixel.vr
-            transform = _Transform(opened.ds, path, float_pixels=pixel.keyword != "PixelData")
+            transform = _Transform(
+                opened.ds, opened.v, path, float_pixels=pixel.keyword != "PixelData"
+            )
         iterator = decoder.iter_array(src, indices=wanted, raw=True, validate=True, **opts)
         for index in wanted:
             try:

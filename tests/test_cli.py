@@ -1,0 +1,89 @@
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from hypermodal.cli import app
+
+runner = CliRunner()
+COMMANDS = ["samples", "catalog", "split", "store", "train", "evaluate", "predict", "demo", "info"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command):
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def run(args):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result
+
+
+def test_pipeline_through_the_cli(real_corpus, tmp_path):
+    root, expected = real_corpus
+    cat = tmp_path / "catalog.parquet"
+    r = run(["catalog", root, "--out", cat, "--workers", 1, "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["images"] == expected["images"]
+
+    split = tmp_path / "split.json"
+    r = run(["split", cat, "--out", split, "--seed", 3])
+    assert r.exit_code == 0, r.output
+    assigned = json.loads(split.read_text())["assignments"]
+    assert set(assigned) == {"ct-small", "mr-small", "emri", "cr-leg", "nifti-mr", "png-xr"}
+    r = run(["split", cat, "--out", split, "--seed", 4])  # reused, not redone
+    assert r.exit_code == 0 and "reused" in r.output
+    assert json.loads(split.read_text())["assignments"] == assigned
+
+    store = tmp_path / "store"
+    r = run(["store", cat, "--split", split, "--out", store, "--size", 32, "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["images_failed"] == 0
+
+    runs = tmp_path / "run"
+    r = run(["train", store, "--out", runs, "--epochs", 1, "--batch-size", 8, "--lr", 0.01,
+             "--device", "cpu", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    best = runs / "checkpoints" / "best.pt"
+    assert best.exists()
+
+    ev = tmp_path / "eval"
+    r = run(["evaluate", best, store, "--out", ev, "--split", "train"])
+    assert r.exit_code == 0, r.output
+    metrics = json.loads((ev / "metrics.json").read_text())
+    assert metrics["classes"] == ["CT", "MR", "PT", "XR"]
+    assert (ev / "report.md").exists()
+
+    pred = tmp_path / "pred.parquet"
+    r = run(["predict", root / "emri", "--model", best, "--out", pred, "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert len(pd.read_parquet(pred)) == 10
+
+    r = run(["info", store])
+    assert r.exit_code == 0 and json.loads(r.stdout)["num_images"] == expected["images"]
+    r = run(["info", best])
+    assert r.exit_code == 0 and json.loads(r.stdout)["classes"] == ["CT", "MR", "PT", "XR"]
+
+
+def test_wrong_input_gives_a_clear_message_and_nonzero_exit(tmp_path, tiny_checkpoint):
+    r = run(["catalog", tmp_path / "missing", "--out", tmp_path / "c.parquet"])
+    assert r.exit_code == 2 and "does not exist" in r.output
+    r = run(["split", tmp_path / "missing.parquet", "--out", tmp_path / "s.json"])
+    assert r.exit_code == 2 and "not found" in r.output
+    r = run(["store", tmp_path / "c.parquet", "--split", tmp_path / "s.json", "--out", tmp_path])
+    assert r.exit_code == 2 and "error:" in r.output
+    r = run(["train", tmp_path, "--out", tmp_path / "r", "--model", "alexnet"])
+    assert r.exit_code == 2 and "resnet18" in r.output
+    r = run(["predict", tmp_path, "--model", tiny_checkpoint, "--out", tmp_path / "p.xlsx"])
+    assert r.exit_code == 2 and ".csv or .parquet" in r.output
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_bytes(b"not a checkpoint")
+    r = run(["predict", tmp_path, "--model", bogus, "--out", tmp_path / "p.csv"])
+    assert r.exit_code == 2 and "error:" in r.output
+    r = run(["split", tmp_path / "c.parquet", "--out", tmp_path / "s.json", "--cap", "CT:5"])
+    assert r.exit_code == 2
+    r = run(["catalog"])
+    assert r.exit_code != 0

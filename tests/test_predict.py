@@ -1,0 +1,81 @@
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import nibabel_data, pydicom_file
+from hypermodal.predict import predict
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory, real_corpus):
+    """A small 'archive' of DICOM, NIfTI and PNG files plus a broken one."""
+    root, _ = real_corpus
+    arch = tmp_path_factory.mktemp("archive")
+    shutil.copy(pydicom_file("emri_small.dcm"), arch / "emri.dcm")  # 10 frames, one series
+    shutil.copy(pydicom_file("CT_small.dcm"), arch / "ct.dcm")
+    (arch / "sub").mkdir()
+    shutil.copy(nibabel_data("anatomical.nii"), arch / "sub" / "brain.nii")
+    shutil.copy(root / "png-xr" / "leg.png", arch / "sub" / "leg.png")
+    shutil.copy(pydicom_file("MR_truncated.dcm"), arch / "sub" / "broken.dcm")
+    return arch
+
+
+def test_predict_dicom_nifti_png_rows_and_probabilities(archive, tiny_checkpoint, tmp_path):
+    out = tmp_path / "pred.csv"
+    series = tmp_path / "series.parquet"
+    s = predict([archive], tiny_checkpoint, out, series_out=series, batch_size=7, workers=2,
+                progress=False)
+    df = pd.read_csv(out)
+    classes = ["CT", "MR", "PT", "XR"]
+    assert list(df.columns[:3]) == ["path", "index", "prediction"]
+    assert all(f"p_{c}" in df for c in classes)
+    probs = df[[f"p_{c}" for c in classes]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert (df["prediction"] == np.array(classes)[probs.argmax(axis=1)]).all()
+    per_file = df.groupby(df["path"].map(lambda p: Path(p).name)).size().to_dict()
+    import nibabel as nib
+
+    img = nib.load(archive / "sub" / "brain.nii")
+    axial = [c in "SI" for c in nib.aff2axcodes(img.affine)].index(True)
+    assert per_file == {"emri.dcm": 10, "ct.dcm": 1, "brain.nii": img.shape[axial], "leg.png": 1}
+    assert sorted(df[df.path.str.endswith("emri.dcm")]["index"]) == list(range(10))
+    assert (df[df.path.str.endswith("ct.dcm")]["header_label"] == "CT").all()
+    # counts reconcile and the broken file is reported, not fatal
+    assert s.files_seen == 5 and s.files_predicted == 4 and s.files_skipped == 1
+    errors = [json.loads(x) for x in (tmp_path / "pred.csv.errors.jsonl").read_text().splitlines()]
+    assert len(errors) == 1 and errors[0]["path"].endswith("broken.dcm") and errors[0]["reason"]
+    # one row per series/volume, probabilities = mean over its images
+    ser = pd.read_parquet(series)
+    assert len(ser) == 4 == s.series
+    emri = ser[ser.path.str.endswith("emri.dcm")].iloc[0]
+    assert emri["num_images"] == 10
+    rows = df[df.path.str.endswith("emri.dcm")]
+    for c in classes:
+        assert emri[f"p_{c}"] == pytest.approx(rows[f"p_{c}"].mean(), abs=1e-6)
+
+
+def test_predict_matches_the_store_path(real_store, tiny_checkpoint, tmp_path):
+    """An image classified from its file gets the same probabilities as from the store."""
+    from hypermodal.store import SliceStore
+    from hypermodal.train.checkpoint import load_model, predict_proba
+
+    st = SliceStore.open(real_store)
+    row = int(st.rows("test")[0])
+    rec = st.table.iloc[row]
+    predict([rec["path"]], tiny_checkpoint, tmp_path / "p.parquet", progress=False, workers=1)
+    df = pd.read_parquet(tmp_path / "p.parquet")
+    loaded = load_model(tiny_checkpoint)
+    expected = predict_proba(loaded, st.images[row : row + 1])[0]
+    got = df[df["index"] == rec["index"]][[f"p_{c}" for c in loaded.classes]].to_numpy()[0]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_output_format_is_checked_before_work(archive, tiny_checkpoint, tmp_path):
+    with pytest.raises(ValueError, match=r"\.csv or \.parquet"):
+        predict([archive], tiny_checkpoint, tmp_path / "pred.xlsx", progress=False)
+    with pytest.raises(FileNotFoundError):
+        predict([tmp_path / "missing"], tiny_checkpoint, tmp_path / "p.csv", progress=False)
