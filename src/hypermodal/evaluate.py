@@ -447,11 +447,8 @@ def evaluate(
     cm = confusion_matrix(y_true, y_pred, n_cls)
     per_class = per_class_table(cm, classes)
     missing = [row["class"] for row in per_class if row["n_true"] == 0]
-    if missing:
-        notes.append(
-            f"no {split} images of {', '.join(missing)}: left out of balanced accuracy"
-        )
-        log.warning(notes[-1])
+    if missing:  # reported through metrics["missing_classes"] (and the report)
+        log.warning("no %s images of %s: left out of balanced accuracy", split, ", ".join(missing))
     if not len(rows):
         notes.append(f"the {split} split has no usable images: no metrics")
         log.warning(notes[-1])

@@ -164,15 +164,21 @@ def _needed_presence(counts: np.ndarray, ratios: np.ndarray) -> np.ndarray:
 def _objective(
     assign: np.ndarray, counts: np.ndarray, ratios: np.ndarray, need: np.ndarray
 ) -> float:
-    """Squared error of each class's share per split against the ratios, plus a large penalty
-    per (class, split) that is empty although the class has enough datasets to fill it."""
+    """Squared error of each class's image and dataset shares per split against the ratios,
+    plus a large penalty per (class, split) that is empty although the class has enough
+    datasets to fill it."""
     onehot = np.zeros((3, len(assign)))
     onehot[assign, np.arange(len(assign))] = 1.0
+    has = counts > 0
     per_split = onehot @ counts
-    present = (onehot @ (counts > 0)) > 0
-    totals = counts.sum(axis=0)
-    shares = per_split / np.maximum(totals, 1)
-    err = float(((shares - ratios[:, None]) ** 2).sum())
+    datasets_per_split = onehot @ has
+    present = datasets_per_split > 0
+    # Shares of images AND of datasets: image shares are the paper's target; dataset shares keep
+    # the variety of acquisitions spread out when a few datasets hold most of a class's images.
+    image_shares = per_split / np.maximum(counts.sum(axis=0), 1)
+    dataset_shares = datasets_per_split / np.maximum(has.sum(axis=0), 1)
+    err = float(((image_shares - ratios[:, None]) ** 2).sum())
+    err += float(((dataset_shares - ratios[:, None]) ** 2).sum())
     missing = int(((~present) & need).sum())
     return err + 10.0 * missing
 
@@ -259,12 +265,14 @@ def split_quality(
 ) -> dict[str, Any]:
     """Images per class per split, each class's share per split, and classes missing anywhere."""
     table: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
+    per_class_datasets: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
     datasets: dict[str, int] = {s: 0 for s in SPLITS}
     for s in SPLITS:
         names = [d for d in counts.index if assignments.get(d) == s]
         datasets[s] = len(names)
         sub = counts.loc[names]
         table[s] = {str(c): int(sub[c].sum()) for c in counts.columns}
+        per_class_datasets[s] = {str(c): int((sub[c] > 0).sum()) for c in counts.columns}
     totals = {str(c): int(counts[c].sum()) for c in counts.columns}
     shares = {
         s: {c: round(table[s][c] / totals[c], 4) if totals[c] else 0.0 for c in totals}
@@ -284,6 +292,7 @@ def split_quality(
     return {
         "images": table,
         "datasets": datasets,
+        "datasets_per_class": per_class_datasets,
         "shares": shares,
         "target_ratios": list(ratios),
         "max_share_deviation": round(float(max_dev), 4),

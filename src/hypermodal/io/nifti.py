@@ -104,7 +104,7 @@ class SlicePlan:
         return plane
 
 
-def plan_slices(spatial_shape: tuple[int, ...], axcodes: Iterable[str | None] | None) -> SlicePlan:
+def plan_slices(spatial_shape: Iterable[int], axcodes: Iterable[str | None] | None) -> SlicePlan:
     """Choose the slice axis and in-plane orientation for a block of up to 3 spatial axes.
 
     Args:
@@ -168,7 +168,7 @@ def to_grey(arr: np.ndarray) -> np.ndarray:
     """
     if arr.dtype.names:
         names = arr.dtype.names
-        channels = [n for n in ("R", "G", "B") if n in names] or list(names[:3])
+        channels: list[str] = [n for n in ("R", "G", "B") if n in names] or list(names[:3])
         rgb = np.stack([arr[n].astype(np.float32) for n in channels], axis=-1)
         arr = rgb @ LUMA_WEIGHTS[: rgb.shape[-1]] if rgb.shape[-1] == 3 else rgb[..., 0]
     elif np.iscomplexobj(arr):

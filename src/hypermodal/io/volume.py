@@ -24,7 +24,7 @@ import importlib
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, cast
 
 import nibabel as nib
 import numpy as np
@@ -283,9 +283,9 @@ class _NrrdData:
                 return fh
             stream: IO[bytes]
             if self.encoding in ("gzip", "gz"):
-                stream = gzip.GzipFile(fileobj=fh, mode="rb")
+                stream = cast(IO[bytes], gzip.GzipFile(fileobj=fh, mode="rb"))
             else:
-                stream = bz2.BZ2File(fh, mode="rb")
+                stream = cast(IO[bytes], bz2.BZ2File(fh, mode="rb"))
             if self.byte_skip > 0:
                 stream.seek(self.byte_skip)
             return stream
@@ -585,6 +585,7 @@ class MetaImageReader:
         path = Path(path)
         reader = self._reader(path)
         sitk = _sitk()
+        assert sitk is not None  # _reader() raised otherwise
         plan, size, n_spatial = self._layout(path, reader)
         total = plan.num_slices
         wanted = list(range(total)) if indices is None else [int(i) for i in indices]

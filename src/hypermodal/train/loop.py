@@ -353,6 +353,17 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _to_cpu(obj: Any) -> Any:
+    """Tensors anywhere in nested dicts/lists → CPU, so checkpoints load on any machine."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
 def _check_resume_config(saved: TrainConfig, given: TrainConfig | None) -> TrainConfig:
     if given is None:
         return saved
@@ -501,6 +512,8 @@ def train(
         workers=workers,
         drop_singleton=True,
     )
+    if train_feed.num_images() == 0:
+        raise ValueError("training needs at least 2 images per epoch (BatchNorm)")
     val_feed = BatchFeeder(
         store.images,
         labels,
@@ -679,7 +692,7 @@ def train(
                 save_checkpoint(ckpt_dir / f"epoch-{epoch + 1:03d}.pt", payload)
                 _prune_epoch_checkpoints(ckpt_dir, config.keep_epochs)
             training_state = {
-                "optimizer": optimizer.state_dict(),
+                "optimizer": _to_cpu(optimizer.state_dict()),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict() if scaler.is_enabled() else {},
                 "rng": _rng_state(device),
