@@ -59,7 +59,9 @@ def baseline(paths: list[Path], out: Path) -> float:
     start = time.perf_counter()
     for i, p in enumerate(paths):
         ds = pydicom.dcmread(p)
-        img = ds.pixel_array.astype(np.float32) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        img = ds.pixel_array.astype(np.float32) * float(ds.RescaleSlope) + float(
+            ds.RescaleIntercept
+        )
         img = cv2.resize(img, (224, 224), interpolation=cv2.INTER_AREA)
         img = (img - img.min()) / max(float(img.max() - img.min()), 1e-6)
         np.save(out / f"{i:06d}.npy", img.astype(np.float32))
@@ -68,8 +70,13 @@ def baseline(paths: list[Path], out: Path) -> float:
 
 def ours(paths: list[Path], out: Path, workers: int) -> float:
     table = pd.DataFrame(
-        {"dataset": "bench", "path": [str(p) for p in paths], "index": 0, "label": "CT",
-         "split": "train"}
+        {
+            "dataset": "bench",
+            "path": [str(p) for p in paths],
+            "index": 0,
+            "label": "CT",
+            "split": "train",
+        }
     )
     start = time.perf_counter()
     build_store(table, out, ClassVocabulary(), PreprocessConfig(), workers=workers, progress=False)
@@ -87,8 +94,11 @@ def main() -> None:
     src.mkdir(parents=True, exist_ok=True)
     paths = make_ct_files(src, args.files)
     cores = os.cpu_count() or 1
-    results: dict[str, list[float]] = {"baseline (1 core)": [], "hypermodal (1 core)": [],
-                                       f"hypermodal ({cores} cores)": []}
+    results: dict[str, list[float]] = {
+        "baseline (1 core)": [],
+        "hypermodal (1 core)": [],
+        f"hypermodal ({cores} cores)": [],
+    }
     for r in range(args.repeats):  # interleaved, so drift hits all three alike
         for name, fn in (
             ("baseline (1 core)", lambda o: baseline(paths, o)),
@@ -99,12 +109,16 @@ def main() -> None:
             results[name].append(fn(out))
             shutil.rmtree(out)
     base = statistics.median(results["baseline (1 core)"])
-    print(f"store build, {args.files} uncompressed 512x512 CT DICOM -> 224x224 uint8, "
-          f"median of {args.repeats}")
+    print(
+        f"store build, {args.files} uncompressed 512x512 CT DICOM -> 224x224 uint8, "
+        f"median of {args.repeats}"
+    )
     for name, vals in results.items():
         med = statistics.median(vals)
-        print(f"  {name:<24} {med:8.1f} images/s   x{med / base:4.2f} vs baseline   "
-              f"(runs: {', '.join(f'{v:.0f}' for v in vals)})")
+        print(
+            f"  {name:<24} {med:8.1f} images/s   x{med / base:4.2f} vs baseline   "
+            f"(runs: {', '.join(f'{v:.0f}' for v in vals)})"
+        )
     shutil.rmtree(work)
 
 

@@ -90,8 +90,14 @@ def real_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[st
     return root, expected
 
 
-SPLIT = {"ct-small": "train", "mr-small": "train", "emri": "train", "png-xr": "train",
-         "nifti-mr": "validate", "cr-leg": "test"}
+SPLIT = {
+    "ct-small": "train",
+    "mr-small": "train",
+    "emri": "train",
+    "png-xr": "train",
+    "nifti-mr": "validate",
+    "cr-leg": "test",
+}
 
 
 @pytest.fixture(scope="session")
@@ -109,8 +115,15 @@ def real_store(real_corpus, tmp_path_factory) -> Path:
     plan = SplitPlan(assignments=SPLIT, method="file")
     plan.save(work / "split.json")
     selected = apply_split(read_catalog(work / "catalog.parquet"), plan)
-    build_store(selected, work / "store", ClassVocabulary(), PreprocessConfig(size=32),
-                split_hash=plan.hash, workers=1, progress=False)
+    build_store(
+        selected,
+        work / "store",
+        ClassVocabulary(),
+        PreprocessConfig(size=32),
+        split_hash=plan.hash,
+        workers=1,
+        progress=False,
+    )
     return work / "store"
 
 
@@ -120,6 +133,7 @@ def tiny_checkpoint(real_store, tmp_path_factory) -> Path:
     from hypermodal.train import TrainConfig, train
 
     run = tmp_path_factory.mktemp("run")
-    train(real_store, run, TrainConfig(epochs=1, batch_size=8, lr=0.01, device="cpu"),
-          progress=False)
+    train(
+        real_store, run, TrainConfig(epochs=1, batch_size=8, lr=0.01, device="cpu"), progress=False
+    )
     return run / "checkpoints" / "best.pt"

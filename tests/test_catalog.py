@@ -28,8 +28,12 @@ def test_catalog_of_real_files_reconciles_and_labels(real_corpus, tmp_path):
     assert len(df) == s.images == expected["images"]
     by_ds = df.groupby("dataset")["label"].agg(lambda x: set(x)).to_dict()
     assert by_ds == {
-        "ct-small": {"CT"}, "mr-small": {"MR"}, "emri": {"MR"}, "cr-leg": {"XR"},
-        "nifti-mr": {"MR"}, "png-xr": {"XR"},
+        "ct-small": {"CT"},
+        "mr-small": {"MR"},
+        "emri": {"MR"},
+        "cr-leg": {"XR"},
+        "nifti-mr": {"MR"},
+        "png-xr": {"XR"},
     }
     emri = df[df.dataset == "emri"]
     assert list(emri["index"]) == list(range(10))  # one row per frame
@@ -41,7 +45,11 @@ def test_catalog_of_real_files_reconciles_and_labels(real_corpus, tmp_path):
     # the errors file names every skipped file with a reason
     errs = read_errors(errors_path(out))
     assert len(errs) == expected["skipped"]
-    assert {e["path"].rsplit("/", 1)[1] for e in errs} == {"MR_truncated.dcm", "notes.txt", "empty.dcm"}
+    assert {e["path"].rsplit("/", 1)[1] for e in errs} == {
+        "MR_truncated.dcm",
+        "notes.txt",
+        "empty.dcm",
+    }
     assert all(e["reason"] for e in errs)
     meta = json.loads(summary_path(out).read_text())
     assert meta["summary"]["excluded_modalities"] == {"US": 1}

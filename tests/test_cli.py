@@ -44,8 +44,23 @@ def test_pipeline_through_the_cli(real_corpus, tmp_path):
     assert json.loads(r.stdout)["images_failed"] == 0
 
     runs = tmp_path / "run"
-    r = run(["train", store, "--out", runs, "--epochs", 1, "--batch-size", 8, "--lr", 0.01,
-             "--device", "cpu", "--no-progress"])
+    r = run(
+        [
+            "train",
+            store,
+            "--out",
+            runs,
+            "--epochs",
+            1,
+            "--batch-size",
+            8,
+            "--lr",
+            0.01,
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     assert r.exit_code == 0, r.output
     best = runs / "checkpoints" / "best.pt"
     assert best.exists()

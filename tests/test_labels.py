@@ -11,9 +11,22 @@ def test_default_classes_are_the_papers_four_in_order():
 
 @pytest.mark.parametrize(
     ("modality", "label"),
-    [("CT", "CT"), ("MR", "MR"), ("PT", "PT"), ("CR", "XR"), ("DX", "XR"), ("MG", "XR"),
-     ("RF", "XR"), ("XA", "XR"), ("dx ", "XR"), ("US", None), ("NM", None), ("SR", None),
-     ("", None), (None, None)],
+    [
+        ("CT", "CT"),
+        ("MR", "MR"),
+        ("PT", "PT"),
+        ("CR", "XR"),
+        ("DX", "XR"),
+        ("MG", "XR"),
+        ("RF", "XR"),
+        ("XA", "XR"),
+        ("dx ", "XR"),
+        ("US", None),
+        ("NM", None),
+        ("SR", None),
+        ("", None),
+        (None, None),
+    ],
 )
 def test_dicom_modality_mapping(modality, label):
     assert ClassVocabulary().label_for_modality(modality) == label

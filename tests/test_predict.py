@@ -27,8 +27,9 @@ def archive(tmp_path_factory, real_corpus):
 def test_predict_dicom_nifti_png_rows_and_probabilities(archive, tiny_checkpoint, tmp_path):
     out = tmp_path / "pred.csv"
     series = tmp_path / "series.parquet"
-    s = predict([archive], tiny_checkpoint, out, series_out=series, batch_size=7, workers=2,
-                progress=False)
+    s = predict(
+        [archive], tiny_checkpoint, out, series_out=series, batch_size=7, workers=2, progress=False
+    )
     df = pd.read_csv(out)
     classes = ["CT", "MR", "PT", "XR"]
     assert list(df.columns[:3]) == ["path", "index", "prediction"]

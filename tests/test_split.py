@@ -22,8 +22,15 @@ def synthetic_catalog(spec: dict[str, dict[str, int]], localizers: int = 0) -> p
     for ds, per_class in spec.items():
         for label, n in per_class.items():
             for i in range(n):
-                rows.append({"dataset": ds, "label": label, "path": f"{ds}/{label}/{i}.dcm",
-                             "index": 0, "localizer": i < localizers})
+                rows.append(
+                    {
+                        "dataset": ds,
+                        "label": label,
+                        "path": f"{ds}/{label}/{i}.dcm",
+                        "index": 0,
+                        "localizer": i < localizers,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -75,8 +82,9 @@ def test_class_with_too_few_datasets_is_reported_missing_not_crashing():
 
 def test_caps_keep_the_first_images_in_catalog_order():
     cat = synthetic_catalog({"a": {"CT": 30, "MR": 12, "XR": 5}, "b": {"CT": 3}})
-    plan = SplitPlan(assignments={"a": "train", "b": "test"}, method="file",
-                     caps={"CT": 10, "MR": 4})
+    plan = SplitPlan(
+        assignments={"a": "train", "b": "test"}, method="file", caps={"CT": 10, "MR": 4}
+    )
     sel = apply_split(cat, plan)
     a_ct = sel[(sel.dataset == "a") & (sel.label == "CT")]
     assert list(a_ct["path"]) == [f"a/CT/{i}.dcm" for i in range(10)]
@@ -102,7 +110,7 @@ def test_localizers_are_dropped_by_default_and_kept_on_request():
 def test_explicit_split_file_overrides(tmp_path, fmt):
     cat = synthetic_catalog({"a": {"CT": 5}, "b": {"MR": 5}, "c": {"XR": 5}})
     want = {"a": "test", "b": "train", "c": "validate"}
-    p = tmp_path / f"split.{ 'json' if fmt == 'lists' else fmt}"
+    p = tmp_path / f"split.{'json' if fmt == 'lists' else fmt}"
     if fmt == "json":
         p.write_text(json.dumps(want))
     elif fmt == "yaml":

@@ -19,8 +19,14 @@ from hypermodal.store import (
     store_errors,
 )
 
-SPLIT = {"ct-small": "train", "mr-small": "train", "emri": "train", "png-xr": "train",
-         "nifti-mr": "validate", "cr-leg": "test"}
+SPLIT = {
+    "ct-small": "train",
+    "mr-small": "train",
+    "emri": "train",
+    "png-xr": "train",
+    "nifti-mr": "validate",
+    "cr-leg": "test",
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +41,16 @@ def selected(real_corpus, tmp_path_factory):
 def test_store_round_trip_matches_reader_plus_preprocessing(selected, tmp_path):
     df, plan = selected
     vocab = ClassVocabulary()
-    summary = build_store(df, tmp_path / "s", vocab, PreprocessConfig(size=64),
-                          split_hash=plan.hash, workers=2, chunk_images=4, progress=False)
+    summary = build_store(
+        df,
+        tmp_path / "s",
+        vocab,
+        PreprocessConfig(size=64),
+        split_hash=plan.hash,
+        workers=2,
+        chunk_images=4,
+        progress=False,
+    )
     assert summary.reconciles() and summary.images_failed == 0
     st = SliceStore.open(tmp_path / "s")
     assert st.images.shape == (len(df), 64, 64) and st.images.dtype == np.uint8
@@ -61,8 +75,9 @@ def test_file_broken_after_cataloguing_is_reported_and_counts_reconcile(selected
     broken.write_bytes(Path(emri).read_bytes()[:5000])  # truncated inside the pixel data
     df = df.copy()
     df.loc[df.dataset == "emri", "path"] = str(broken)
-    summary = build_store(df, tmp_path / "s", ClassVocabulary(), PreprocessConfig(size=32),
-                          workers=1, progress=False)
+    summary = build_store(
+        df, tmp_path / "s", ClassVocabulary(), PreprocessConfig(size=32), workers=1, progress=False
+    )
     assert summary.images_failed == 10 and summary.reconciles()
     st = SliceStore.open(tmp_path / "s")
     assert int(st.table["ok"].sum()) == len(df) - 10
@@ -75,8 +90,9 @@ def test_file_broken_after_cataloguing_is_reported_and_counts_reconcile(selected
 def test_store_resumes_after_interruption_without_redoing_work(selected, tmp_path, monkeypatch):
     df, _ = selected
     pre = PreprocessConfig(size=32)
-    build_store(df, tmp_path / "clean", ClassVocabulary(), pre, workers=1, chunk_images=8,
-                progress=False)
+    build_store(
+        df, tmp_path / "clean", ClassVocabulary(), pre, workers=1, chunk_images=8, progress=False
+    )
     clean = SliceStore.open(tmp_path / "clean")
 
     real = store_mod._build_chunk
@@ -99,8 +115,9 @@ def test_store_resumes_after_interruption_without_redoing_work(selected, tmp_pat
 
     redone = []
     monkeypatch.setattr(store_mod, "_build_chunk", lambda a: redone.append(a[3]) or real(a))
-    summary = build_store(df, out, ClassVocabulary(), pre, workers=1, chunk_images=8,
-                          progress=False)
+    summary = build_store(
+        df, out, ClassVocabulary(), pre, workers=1, chunk_images=8, progress=False
+    )
     assert summary.resumed_chunks == 2 and 0 not in redone and 1 not in redone
     st = SliceStore.open(out)
     np.testing.assert_array_equal(np.asarray(st.images), np.asarray(clean.images))
@@ -115,8 +132,14 @@ def test_chunks_never_split_a_file():
 
 def test_finished_store_is_not_overwritten_and_labels_must_be_classes(selected, tmp_path):
     df, _ = selected
-    build_store(df.head(2), tmp_path / "s", ClassVocabulary(), PreprocessConfig(size=16),
-                workers=1, progress=False)
+    build_store(
+        df.head(2),
+        tmp_path / "s",
+        ClassVocabulary(),
+        PreprocessConfig(size=16),
+        workers=1,
+        progress=False,
+    )
     with pytest.raises(StoreError, match="already holds a finished store"):
         build_store(df.head(2), tmp_path / "s", ClassVocabulary(), PreprocessConfig(size=16))
     with pytest.raises(StoreError, match="not classes"):
@@ -125,8 +148,14 @@ def test_finished_store_is_not_overwritten_and_labels_must_be_classes(selected, 
 
 def test_open_rejects_inconsistent_store(selected, tmp_path):
     df, _ = selected
-    build_store(df.head(3), tmp_path / "s", ClassVocabulary(), PreprocessConfig(size=16),
-                workers=1, progress=False)
+    build_store(
+        df.head(3),
+        tmp_path / "s",
+        ClassVocabulary(),
+        PreprocessConfig(size=16),
+        workers=1,
+        progress=False,
+    )
     meta = json.loads((tmp_path / "s" / META_FILE).read_text())
     meta["num_images"] = 4
     (tmp_path / "s" / META_FILE).write_text(json.dumps(meta))

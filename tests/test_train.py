@@ -239,10 +239,9 @@ def test_validation_runs_in_eval_mode_without_touching_batchnorm(store: SliceSto
     assert 0.0 <= result["accuracy"] <= 1.0
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(
-    store: SliceStore, tmp_path: Path
-) -> None:
-    config = quick(epochs=3, batch_size=32)
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "store", n_per_class=(8, 2, 2))
+    config = quick(epochs=3, batch_size=16)
     full = train(store.path, tmp_path / "full", config, progress=False)
 
     class Interrupt(Exception):

@@ -256,7 +256,11 @@ def build_catalog(
         json.dumps([[t.path, t.dataset] for t in tasks] + [vocabulary.to_dict()]).encode()
     ).hexdigest()[:16]
     parts = out.with_name(out.name + ".parts")
-    if parts.exists() and (parts / "listing").exists() and (parts / "listing").read_text() != listing:
+    if (
+        parts.exists()
+        and (parts / "listing").exists()
+        and (parts / "listing").read_text() != listing
+    ):
         log.warning("input listing changed since the interrupted build: starting over")
         shutil.rmtree(parts)
     parts.mkdir(parents=True, exist_ok=True)

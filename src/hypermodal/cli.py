@@ -29,7 +29,7 @@ def _fail(message: str) -> typer.Exit:
 
 
 def friendly_errors(func: F) -> F:
-    """Turn expected failures (bad paths, bad files, inconsistent inputs) into a message + exit 2."""
+    """Turn expected failures (bad paths, bad files, bad inputs) into a message and exit 2."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -107,9 +107,13 @@ def samples(
 @app.command()
 @friendly_errors
 def catalog(
-    inputs: Annotated[list[Path], typer.Argument(help="Folders (one sub-folder per dataset) or files.")],
+    inputs: Annotated[
+        list[Path], typer.Argument(help="Folders (one sub-folder per dataset) or files.")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Catalog Parquet file to write.")],
-    classes: Annotated[str | None, typer.Option(help="Class order, e.g. CT,MR,PT,XR,OTHER.")] = None,
+    classes: Annotated[
+        str | None, typer.Option(help="Class order, e.g. CT,MR,PT,XR,OTHER.")
+    ] = None,
     other: Annotated[str | None, typer.Option(help="Class for modalities outside the map.")] = None,
     workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -132,7 +136,9 @@ def split(
     split_file: Annotated[
         Path | None, typer.Option(help="Explicit dataset→split file (JSON/YAML/CSV).")
     ] = None,
-    ratios: Annotated[str, typer.Option(help="Target train,validate,test shares.")] = "0.7,0.15,0.15",
+    ratios: Annotated[
+        str, typer.Option(help="Target train,validate,test shares.")
+    ] = "0.7,0.15,0.15",
     seed: Annotated[int, typer.Option(help="Seed of the automatic split.")] = 0,
     cap: Annotated[
         list[str] | None, typer.Option(help="Per-dataset cap CLASS=N (default CT=50000 MR=100000).")
@@ -165,7 +171,9 @@ def split(
 @friendly_errors
 def store(
     catalog_path: Annotated[Path, typer.Argument(metavar="CATALOG", help="Catalog Parquet.")],
-    split_path: Annotated[Path, typer.Option("--split", help="Split file from `hypermodal split`.")],
+    split_path: Annotated[
+        Path, typer.Option("--split", help="Split file from `hypermodal split`.")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Store folder.")],
     size: Annotated[int, typer.Option(help="Side of the stored square images.")] = 224,
     workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
@@ -206,7 +214,9 @@ def store(
 def train(
     store_path: Annotated[Path, typer.Argument(metavar="STORE", help="Store folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (logs, checkpoints).")],
-    config: Annotated[Path | None, typer.Option(help="YAML/JSON config; flags override it.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML/JSON config; flags override it.")
+    ] = None,
     model: Annotated[str | None, typer.Option(help="resnet18 | resnet50 | vgg16.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs (paper: 10).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size (paper: 128).")] = None,
@@ -218,7 +228,9 @@ def train(
         bool | None, typer.Option("--balance/--no-balance", help="Class-balanced sampling.")
     ] = None,
     max_images_per_epoch: Annotated[int | None, typer.Option(help="Cap per epoch.")] = None,
-    train_size: Annotated[int | None, typer.Option(help="Train at this side (≤ store size).")] = None,
+    train_size: Annotated[
+        int | None, typer.Option(help="Train at this side (≤ store size).")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -358,7 +370,9 @@ def demo(
 # ------------------------------------------------------------------------------------------ info
 @app.command()
 @friendly_errors
-def info(path: Annotated[Path, typer.Argument(help="A catalog, split file, store or checkpoint.")]) -> None:
+def info(
+    path: Annotated[Path, typer.Argument(help="A catalog, split file, store or checkpoint.")],
+) -> None:
     """Describe a catalog, split file, store folder or checkpoint."""
     if path.is_dir():
         from hypermodal.store import SliceStore

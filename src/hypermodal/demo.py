@@ -56,7 +56,11 @@ def run_demo(
         samples = gather_samples(samples_dir, progress=progress)
     with stage("catalog"):
         cat_summary = build_catalog(
-            [samples_dir], out / "catalog.parquet", vocabulary=vocab, workers=workers, progress=progress
+            [samples_dir],
+            out / "catalog.parquet",
+            vocabulary=vocab,
+            workers=workers,
+            progress=progress,
         )
     catalog = read_catalog(out / "catalog.parquet")
     with stage("split"):
@@ -72,7 +76,10 @@ def run_demo(
                 split_hash=plan.hash,
                 workers=workers,
                 progress=progress,
-                extra_meta={"catalog": str(out / "catalog.parquet"), "split_file": str(out / "split.json")},
+                extra_meta={
+                    "catalog": str(out / "catalog.parquet"),
+                    "split_file": str(out / "split.json"),
+                },
             )
             store_rate = store_summary.images_per_second
         else:
@@ -87,7 +94,13 @@ def run_demo(
         train_size=train_size,
     )
     with stage("train"):
-        train(store_dir, out, config, resume=(out / "checkpoints" / "last.pt").exists(), progress=progress)
+        train(
+            store_dir,
+            out,
+            config,
+            resume=(out / "checkpoints" / "last.pt").exists(),
+            progress=progress,
+        )
     with stage("evaluate"):
         metrics = evaluate(out / "checkpoints" / "best.pt", store_dir, out, split="test")
 
@@ -102,8 +115,12 @@ def run_demo(
         "samples": {k: samples.get(k) for k in ("packages", "totals") if k in samples},
         "note": (
             "Tiny real corpus from PyPI packages; "
-            + (f"no real {', '.join(absent)} images ship in any package, so the model is trained "
-               "and tested on the other classes. " if absent else "")
+            + (
+                f"no real {', '.join(absent)} images ship in any package, so the model is trained "
+                "and tested on the other classes. "
+                if absent
+                else ""
+            )
             + "Not comparable with the paper's 4.5 million images."
         ),
     }

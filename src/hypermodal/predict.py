@@ -207,7 +207,9 @@ def predict(
     bar.close()
 
     p = np.concatenate(probs) if probs else np.zeros((0, len(classes)), dtype=np.float32)
-    table = pd.DataFrame(meta_rows, columns=["path", "index", "series", "modality", "header_label", "localizer"])
+    table = pd.DataFrame(
+        meta_rows, columns=["path", "index", "series", "modality", "header_label", "localizer"]
+    )
     table.insert(2, "prediction", [classes[i] for i in p.argmax(axis=1)] if len(p) else [])
     for j, c in enumerate(classes):
         table[f"p_{c}"] = p[:, j] if len(p) else []
@@ -219,7 +221,9 @@ def predict(
         summary.series = len(s)
         write_table(s, series_out)
     summary.seconds = round(time.perf_counter() - start, 3)
-    summary.images_per_second = round(summary.images / summary.seconds, 1) if summary.seconds else 0.0
+    summary.images_per_second = (
+        round(summary.images / summary.seconds, 1) if summary.seconds else 0.0
+    )
     assert summary.reconciles(), summary
     return summary
 

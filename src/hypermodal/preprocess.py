@@ -52,7 +52,9 @@ def resize(img: np.ndarray, size: int, interpolation: str = "halve-linear") -> n
         # Halve the side(s) that are still at least twice the target: exact box filter.
         h2 = h // 2 if h >= 2 * size else h
         w2 = w // 2 if w >= 2 * size else w
-        img = cv2.resize(img[: h2 * (h // h2), : w2 * (w // w2)], (w2, h2), interpolation=cv2.INTER_AREA)
+        img = cv2.resize(
+            img[: h2 * (h // h2), : w2 * (w // w2)], (w2, h2), interpolation=cv2.INTER_AREA
+        )
         h, w = h2, w2
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
 

@@ -129,7 +129,9 @@ def frame_hash(table: pd.DataFrame, columns: Iterable[str]) -> str:
     h = hashlib.sha256()
     for col in columns:
         h.update(col.encode())
-        h.update(pd.util.hash_pandas_object(table[col].astype(str), index=False).to_numpy().tobytes())
+        h.update(
+            pd.util.hash_pandas_object(table[col].astype(str), index=False).to_numpy().tobytes()
+        )
     return h.hexdigest()[:16]
 
 
@@ -149,9 +151,14 @@ def write_store_arrays(
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     preprocess = preprocess or PreprocessConfig(size=int(images.shape[-1]))
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (
-        preprocess.size,
-        preprocess.size,
+    if (
+        images.dtype != np.uint8
+        or images.ndim != 3
+        or images.shape[1:]
+        != (
+            preprocess.size,
+            preprocess.size,
+        )
     ):
         raise ValueError(f"images must be uint8 (N, {preprocess.size}, {preprocess.size})")
     if len(table) != len(images):
@@ -175,7 +182,6 @@ def write_store_arrays(
     }
     write_text_atomic(path / META_FILE, json.dumps(meta, indent=2, default=str))
     return SliceStore.open(path)
-
 
 
 PLAN_FILE = "plan.parquet"
@@ -210,7 +216,9 @@ def _chunk_bounds(paths: np.ndarray, target: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def _build_chunk(args: tuple[str, int, int, int, list[tuple[str, list[int], list[int]]], dict]) -> dict:
+def _build_chunk(
+    args: tuple[str, int, int, int, list[tuple[str, list[int], list[int]]], dict],
+) -> dict:
     """Worker: decode, preprocess and write one chunk of rows into the shared memmap."""
     images_path, n, size, chunk_id, files, pre_dict = args
     pre = PreprocessConfig.from_dict(pre_dict)
@@ -280,8 +288,13 @@ def build_store(
     journal = out / JOURNAL_DIR
     plan_path = out / PLAN_FILE
     if plan_path.exists():
-        previous = json.loads((out / "plan.json").read_text()) if (out / "plan.json").exists() else {}
-        if previous.get("plan_hash") != plan_hash or previous.get("preprocess") != preprocess.to_dict():
+        previous = (
+            json.loads((out / "plan.json").read_text()) if (out / "plan.json").exists() else {}
+        )
+        if (
+            previous.get("plan_hash") != plan_hash
+            or previous.get("preprocess") != preprocess.to_dict()
+        ):
             log.warning("%s holds an interrupted build of a different plan: starting over", out)
             shutil.rmtree(journal, ignore_errors=True)
             for name in (IMAGES_FILE, PLAN_FILE, "plan.json"):
@@ -291,7 +304,8 @@ def build_store(
             with open(tmp, "wb") as fh:
                 fh.truncate(n * size * size)
         write_text_atomic(
-            out / "plan.json", json.dumps({"plan_hash": plan_hash, "preprocess": preprocess.to_dict()})
+            out / "plan.json",
+            json.dumps({"plan_hash": plan_hash, "preprocess": preprocess.to_dict()}),
         )
         with atomic_path(plan_path) as tmp:
             plan.to_parquet(tmp, index=False)
@@ -378,9 +392,7 @@ def images_per_class_per_split(
 ) -> dict[str, dict[str, int]]:
     """{split: {class: images}} for every split and class (zeros included)."""
     counts = table.groupby(["split", "label"]).size()
-    return {
-        s: {c: int(counts.get((s, c), 0)) for c in vocabulary.classes} for s in SPLITS
-    }
+    return {s: {c: int(counts.get((s, c), 0)) for c in vocabulary.classes} for s in SPLITS}
 
 
 def store_errors(path: Path | str) -> list[dict]:

@@ -1,7 +1,14 @@
 """Image readers: one module per format family, chosen by :mod:`hypermodal.io.registry`."""
 
 from hypermodal.io.base import CorruptFileError, FileHeader, ImageReadError, UnsupportedFileError
-from hypermodal.io.registry import iter_images, read_header, reader_for
+from hypermodal.io.registry import (
+    iter_images,
+    read_header,
+    reader_for,
+    register_reader,
+    registered_readers,
+    unregister_reader,
+)
 
 __all__ = [
     "CorruptFileError",
@@ -11,4 +18,7 @@ __all__ = [
     "iter_images",
     "read_header",
     "reader_for",
+    "register_reader",
+    "registered_readers",
+    "unregister_reader",
 ]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -706,6 +707,18 @@ def _decode_error(path: Path, ts: UID, exc: Exception) -> CorruptFileError | Uns
     return CorruptFileError(path, f"cannot decode pixel data ({ts.name}): {message[:300]}")
 
 
+#: SeriesDescription words that name a scout when ImageType does not say LOCALIZER
+#: (Siemens "AAHead_Scout", GE "3-pl loc", Philips "Survey", CT "Topogram"/"Scanogram").
+_SCOUT_WORDS = re.compile(r"(scout|locali[sz]er|survey|topogram|scanogram|\bloc\b|3-?pl)", re.I)
+
+
+def is_localizer(image_type: Iterable[str], series_description: str | None) -> bool:
+    """True for localizer/scout images, which look like radiographs but are CT/MR."""
+    if "LOCALIZER" in {str(v).upper() for v in image_type}:
+        return True
+    return bool(series_description and _SCOUT_WORDS.search(series_description))
+
+
 class DicomReader:
     """Reader for DICOM files (also bare datasets without preamble and gzip-wrapped files).
 
@@ -770,7 +783,7 @@ class DicomReader:
             series=_text(ds, "SeriesInstanceUID"),
             instance=_text(ds, "SOPInstanceUID"),
             body_part=_text(ds, "BodyPartExamined"),
-            localizer="LOCALIZER" in image_type,
+            localizer=is_localizer(image_type, extra["series_description"]),
             photometric=_text(ds, "PhotometricInterpretation"),
             transfer_syntax=str(opened.ts),
             extra=extra,
