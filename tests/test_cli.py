@@ -102,3 +102,22 @@ def test_wrong_input_gives_a_clear_message_and_nonzero_exit(tmp_path, tiny_check
     assert r.exit_code == 2
     r = run(["catalog"])
     assert r.exit_code != 0
+
+
+def test_resume_continues_with_the_saved_recipe(real_store, tmp_path):
+    out = tmp_path / "run"
+    common = ["--device", "cpu", "--no-progress"]
+    r = run(["train", real_store, "--out", out, "--epochs", 1, "--batch-size", 8, "--lr", 0.01,
+             "--train-size", 32, *common])
+    assert r.exit_code == 0, r.output
+    r = run(["train", real_store, "--out", out, "--resume", "--epochs", 2, *common])
+    assert r.exit_code == 0, r.output
+    history = pd.read_csv(out / "history.csv")
+    assert list(history["epoch"]) == [1, 2]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["config"]["batch_size"] == 8 and cfg["config"]["lr"] == 0.01
+    r = run(["train", real_store, "--out", out, "--resume", *common])  # nothing left to do
+    assert r.exit_code == 0, r.output
+    assert len(pd.read_csv(out / "history.csv")) == 2
+    r = run(["train", real_store, "--out", out, "--epochs", 3, *common])  # no --resume
+    assert r.exit_code == 2 and "resume" in r.output.lower()

@@ -238,8 +238,7 @@ def train(
     from hypermodal.train import TrainConfig
     from hypermodal.train import train as run_training
 
-    cfg = _load_train_config(
-        config,
+    overrides = dict(
         model=model,
         epochs=epochs,
         batch_size=batch_size,
@@ -251,7 +250,12 @@ def train(
         max_images_per_epoch=max_images_per_epoch,
         train_size=train_size,
     )
-    assert isinstance(cfg, TrainConfig)
+    if resume and config is None and all(v is None for v in overrides.values()):
+        cfg = None  # continue with the recipe saved in last.pt
+    else:
+        base = out / "config.json" if resume and config is None else config
+        cfg = _load_train_config(base, **overrides)
+        assert isinstance(cfg, TrainConfig)
     summary = run_training(store_path, out, cfg, resume=resume, progress=progress)
     _echo_json(summary)
 
@@ -260,7 +264,10 @@ def _load_train_config(path: Path | None, **overrides: Any) -> Any:
     from hypermodal.train import TrainConfig
 
     data: dict[str, Any] = {}
-    if path is not None:
+    if path is not None and Path(path).name == "config.json" and Path(path).exists():
+        saved = json.loads(Path(path).read_text())  # a run folder's resolved config
+        data = dict(saved.get("requested_config") or saved.get("config") or {})
+    elif path is not None:
         text = Path(path).read_text()
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
@@ -293,12 +300,17 @@ def evaluate(
 ) -> None:
     """Accuracy, balanced accuracy, confusion matrix, per-dataset table, figures and report."""
     from hypermodal.evaluate import evaluate as run_evaluation
-    from hypermodal.report import write_report
 
-    metrics = run_evaluation(checkpoint, store_path, out, split=split_name, batch_size=batch_size)
     hist = history or checkpoint.resolve().parent.parent / "history.csv"
-    report = write_report(out, metrics, hist if hist.exists() else None)
-    typer.echo(f"report: {report}", err=True)
+    metrics = run_evaluation(
+        checkpoint,
+        store_path,
+        out,
+        split=split_name,
+        batch_size=batch_size,
+        history_csv=hist if hist.exists() else None,
+    )
+    typer.echo(f"report: {out / 'report.md'}", err=True)
     _echo_json({k: metrics[k] for k in ("accuracy", "balanced_accuracy", "classes", "num_images")})
 
 

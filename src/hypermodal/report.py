@@ -319,6 +319,16 @@ def write_report(
             f"{pred.get('timed', 'n/a')}).\n"
         )
 
+    demo = metrics.get("demo") or {}
+    stages = demo.get("stage_seconds") if isinstance(demo, dict) else None
+    if stages:
+        add("## Pipeline stages\n")
+        rows = [[name, f"{float(sec):.1f}"] for name, sec in stages.items()]
+        rows.append(["**total**", f"**{sum(float(v) for v in stages.values()):.1f}**"])
+        add(_table(["stage", "seconds"], rows, "lr"))
+        if demo.get("store_images_per_second"):
+            add(f"\nStore build rate: {float(demo['store_images_per_second']):,.0f} images/s.\n")
+
     add("## Reproducibility\n")
     config = metrics.get("resolved_config") or metrics.get("config") or {}
     repro = [

@@ -38,6 +38,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import random
 import sys
 import time
@@ -477,8 +478,6 @@ def train(
         notes.append(f"train_size {train_size} is larger than the stored {stored_size}: upsampled")
         log.warning(notes[-1])
     if config.deterministic:
-        import os
-
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
     if device.type == "cuda":
