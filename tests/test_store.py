@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import SPLIT
 from hypermodal import store as store_mod
 from hypermodal.catalog import build_catalog, read_catalog
 from hypermodal.io import iter_images
@@ -18,15 +19,6 @@ from hypermodal.store import (
     build_store,
     store_errors,
 )
-
-SPLIT = {
-    "ct-small": "train",
-    "mr-small": "train",
-    "emri": "train",
-    "png-xr": "train",
-    "nifti-mr": "validate",
-    "cr-leg": "test",
-}
 
 
 @pytest.fixture(scope="module")

@@ -135,6 +135,9 @@ class TrainConfig:
         keep_epochs: how many ``epoch-NNN.pt`` to keep (0 none, -1 all).
         eval_batch_size: validation batch size; ``None`` = 2 × batch_size.
         deterministic: ``torch.use_deterministic_algorithms`` and no cuDNN autotuning (slower).
+        augment: label-preserving geometric augmentation on the device (random flips, quarter
+            turns, and crops of 70–100 % of the side resized back); off = the paper. Orientation
+            and framing say nothing about modality, so these cannot teach a wrong cue.
     """
 
     model: str = "resnet18"
@@ -156,6 +159,7 @@ class TrainConfig:
     keep_epochs: int = 0
     eval_batch_size: int | None = None
     deterministic: bool = False
+    augment: bool = False
 
     def __post_init__(self) -> None:
         self.model = str(self.model).strip().lower()
@@ -207,6 +211,31 @@ def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, unit="batch")
 
 
+def augment_batch(x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """Random flips, quarter turns and a shared random crop (resized back) for a float batch.
+
+    Draws from torch's global generator, which the loop re-seeds every epoch, so a resumed run
+    sees the same augmentations.
+    """
+    b, _, h, w = x.shape
+    flip_h = torch.rand(b, device=x.device) < 0.5
+    flip_v = torch.rand(b, device=x.device) < 0.5
+    x = torch.where(flip_h[:, None, None, None], x.flip(-1), x)
+    x = torch.where(flip_v[:, None, None, None], x.flip(-2), x)
+    if h == w:
+        turns = int(torch.randint(0, 4, (1,)).item())
+        x = torch.rot90(x, turns, dims=(-2, -1))
+    frac = float(torch.empty(1).uniform_(0.7, 1.0).item())
+    ch, cw = max(8, int(h * frac)), max(8, int(w * frac))
+    top = int(torch.randint(0, h - ch + 1, (1,)).item())
+    left = int(torch.randint(0, w - cw + 1, (1,)).item())
+    x = x[:, :, top : top + ch, left : left + cw]
+    if (ch, cw) != (h, w):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return x.contiguous(memory_format=fmt)
+
+
 def train_one_epoch(
     model: nn.Module,
     batches: Any,
@@ -217,6 +246,7 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     train_size: int | None = None,
     channels_last: bool = False,
+    augment: bool = False,
     bar: Any = None,
 ) -> dict[str, float]:
     """One pass of SGD over ``batches`` (iterable of uint8 images, labels, rows).
@@ -230,6 +260,8 @@ def train_one_epoch(
     seen = 0
     for step, (x_u8, y, _rows) in enumerate(batches):
         x = to_model_input(x_u8, device, train_size, channels_last)
+        if augment:
+            x = augment_batch(x, channels_last)
         y = y.to(device, non_blocking=True)
         with autocast_context(device, amp_dtype):
             logits = model(x)
@@ -630,6 +662,7 @@ def train(
                 scaler=scaler,
                 train_size=train_size,
                 channels_last=channels_last,
+                augment=config.augment,
                 bar=bar,
             )
             if device.type == "cuda":
