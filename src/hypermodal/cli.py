@@ -6,7 +6,6 @@ import functools
 import json
 import logging
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -231,6 +230,9 @@ def train(
     train_size: Annotated[
         int | None, typer.Option(help="Train at this side (≤ store size).")
     ] = None,
+    augment: Annotated[
+        bool | None, typer.Option("--augment/--no-augment", help="Flips, turns, crops.")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -414,11 +416,13 @@ def info(
         raise ValueError(f"don't know how to describe {path}")
 
 
-def timed(func: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
-    start = time.perf_counter()
-    result = func(*args, **kwargs)
-    return result, round(time.perf_counter() - start, 2)
+def _register_command_modules() -> None:
+    from hypermodal.commands import register
 
+    register(app, friendly_errors)
+
+
+_register_command_modules()
 
 if __name__ == "__main__":  # pragma: no cover
     app()
