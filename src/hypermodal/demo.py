@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 def run_demo(
     out: Path | str,
     samples_dir: Path | str | None = None,
+    cache_dir: Path | str | None = None,
     model: str = "resnet18",
     epochs: int = 6,
     train_size: int = 112,
@@ -60,7 +61,9 @@ def run_demo(
         return _Timer(stages, name)
 
     with stage("samples"):
-        samples = gather_samples(samples_dir, progress=progress)
+        samples = gather_samples(
+            samples_dir, cache_dir=Path(cache_dir) if cache_dir else None, progress=progress
+        )
     with stage("catalog"):
         cat_summary = build_catalog(
             [samples_dir],
