@@ -176,3 +176,75 @@ def test_templates_and_phantoms_go_to_train_in_auto_split():
     cat["template"] = cat["dataset"].isin(["ds00", "ds01", "ds02"])
     plan = make_split(cat, seed=0)
     assert all(plan.assignments[d] == "train" for d in ("ds00", "ds01", "ds02"))
+
+
+# ------------------------------------------------------------- body-location constraint
+def _location_table() -> tuple[pd.DataFrame, dict[str, dict[str, list[str]]]]:
+    """Six equal CT datasets (three chest, three head) and three equal MR datasets of three
+    locations: every 2-2-2 split matches the ratios, only some show two CT locations per split."""
+    names = [f"ct{i}" for i in range(6)] + ["mr0", "mr1", "mr2"]
+    counts = pd.DataFrame({"CT": [100] * 6 + [0] * 3, "MR": [0] * 6 + [50] * 3}, index=names)
+    locations = {f"ct{i}": {"CT": ["CHEST" if i < 3 else "HEAD"]} for i in range(6)}
+    locations.update({f"mr{i}": {"MR": [loc]} for i, loc in enumerate(["BRAIN", "KNEE", "PELVIS"])})
+    return counts, locations
+
+
+def test_auto_split_reaches_two_locations_per_class_and_split():
+    counts, locations = _location_table()
+    for seed in range(3):
+        assignments, quality = auto_split(
+            counts, ratios=(1 / 3, 1 / 3, 1 / 3), seed=seed, locations=locations, iterations=600
+        )
+        per = quality["locations_per_class"]
+        for split in SPLITS:
+            assert per[split]["CT"] == ["CHEST", "HEAD"], (seed, split, assignments)
+            assert len(per[split]["MR"]) == 1  # one MR dataset per split: the data cannot do two
+        assert quality["location_shortfalls"] == []
+        assert {(m["split"], m["class"]) for m in quality["location_limits"]} == {
+            (s, "MR") for s in SPLITS
+        }
+        assert quality["missing"] == []
+
+
+def test_without_locations_the_split_can_put_one_location_in_a_split():
+    counts, _ = _location_table()
+    # Mechanics check for the test above: shares alone do not force two CT locations.
+    _, locations = _location_table()
+    one_location = 0
+    for seed in range(6):
+        assignments, _ = auto_split(counts, ratios=(1 / 3, 1 / 3, 1 / 3), seed=seed, iterations=600)
+        for split in SPLITS:
+            locs = {
+                locations[d]["CT"][0]
+                for d, s in assignments.items()
+                if s == split and "CT" in locations[d]
+            }
+            one_location += len(locs) < 2
+    assert one_location > 0
+
+
+def test_location_split_is_deterministic_per_seed():
+    counts, locations = _location_table()
+    a = auto_split(
+        counts, ratios=(1 / 3, 1 / 3, 1 / 3), seed=7, locations=locations, iterations=600
+    )
+    b = auto_split(
+        counts, ratios=(1 / 3, 1 / 3, 1 / 3), seed=7, locations=locations, iterations=600
+    )
+    assert a == b
+
+
+def test_location_constraint_reports_shortfall_it_cannot_avoid_under_fixed():
+    counts, locations = _location_table()
+    fixed = {f"ct{i}": "train" for i in range(3)}  # all chest datasets forced into train
+    _, quality = auto_split(
+        counts,
+        ratios=(1 / 3, 1 / 3, 1 / 3),
+        seed=0,
+        locations=locations,
+        fixed=fixed,
+        iterations=600,
+    )
+    assert quality["locations_per_class"]["train"]["CT"][0] == "CHEST"
+    short = {(m["split"], m["class"]) for m in quality["location_shortfalls"]}
+    assert ("validate", "CT") in short or ("test", "CT") in short

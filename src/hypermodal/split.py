@@ -161,12 +161,78 @@ def _needed_presence(counts: np.ndarray, ratios: np.ndarray) -> np.ndarray:
     return need
 
 
+@dataclass(frozen=True)
+class LocationConstraint:
+    """Body locations per (dataset, class), as matrices the objective can use quickly.
+
+    ``pairs``: (datasets, P) bool, dataset d has class c imaged at location l, one column per
+    (class, location) pair; ``pair_class``: (P, classes) one-hot class of each pair; ``need``:
+    (3, classes) how many distinct locations each split should reach (at most ``minimum``, at
+    most the number the class has, 0 where the class itself is not needed); ``weight``: penalty
+    per missing location.
+    """
+
+    pairs: np.ndarray
+    pair_class: np.ndarray
+    need: np.ndarray
+    weight: float = 1.0
+
+    def shortfall(self, onehot: np.ndarray) -> np.ndarray:
+        """(3, classes) locations missing against ``need`` for a one-hot assignment."""
+        present = (onehot @ self.pairs) > 0
+        have = present.astype(float) @ self.pair_class
+        return np.maximum(self.need - have, 0.0)
+
+
+def location_constraint(
+    counts: pd.DataFrame,
+    locations: Mapping[str, Mapping[str, Any]],
+    need: np.ndarray,
+    minimum: int = 2,
+    weight: float = 1.0,
+) -> LocationConstraint:
+    """Build a :class:`LocationConstraint` for ``counts`` from ``locations``: dataset → class →
+    iterable of body locations (``None``/empty locations are ignored). Only classes the dataset
+    actually has images of (after caps) count."""
+    classes = [str(c) for c in counts.columns]
+    pair_index: dict[tuple[int, str], int] = {}
+    cells: list[tuple[int, int]] = []
+    for d, name in enumerate(counts.index):
+        for c, cls in enumerate(classes):
+            if counts.iat[d, c] <= 0:
+                continue
+            for loc in (locations.get(name) or {}).get(cls) or ():
+                if loc is None or not str(loc).strip():
+                    continue
+                key = (c, str(loc).strip().upper())
+                cells.append((d, pair_index.setdefault(key, len(pair_index))))
+    pairs = np.zeros((len(counts.index), len(pair_index)))
+    for d, p in cells:
+        pairs[d, p] = 1.0
+    pair_class = np.zeros((len(pair_index), len(classes)))
+    for (c, _), p in pair_index.items():
+        pair_class[p, c] = 1.0
+    # Where the data allows: no more than the class's distinct locations, and no more than its
+    # (dataset, location) incidences shared evenly among the splits that need the class.
+    available = pair_class.sum(axis=0)
+    incidences = pairs.sum(axis=0) @ pair_class
+    splits_needing = np.maximum(need.sum(axis=0), 1)
+    reachable = np.maximum(np.floor(incidences / splits_needing), np.minimum(available, 1))
+    need_loc = np.minimum(float(minimum), np.minimum(available, reachable))[None, :] * need
+    return LocationConstraint(pairs=pairs, pair_class=pair_class, need=need_loc, weight=weight)
+
+
 def _objective(
-    assign: np.ndarray, counts: np.ndarray, ratios: np.ndarray, need: np.ndarray
+    assign: np.ndarray,
+    counts: np.ndarray,
+    ratios: np.ndarray,
+    need: np.ndarray,
+    locations: LocationConstraint | None = None,
 ) -> float:
     """Squared error of each class's image and dataset shares per split against the ratios,
     plus a large penalty per (class, split) that is empty although the class has enough
-    datasets to fill it."""
+    datasets to fill it, plus (with ``locations``) a penalty per body location missing from a
+    (class, split) that should show at least two."""
     onehot = np.zeros((3, len(assign)))
     onehot[assign, np.arange(len(assign))] = 1.0
     has = counts > 0
@@ -180,7 +246,10 @@ def _objective(
     err = float(((image_shares - ratios[:, None]) ** 2).sum())
     err += float(((dataset_shares - ratios[:, None]) ** 2).sum())
     missing = int(((~present) & need).sum())
-    return err + 10.0 * missing
+    score = err + 10.0 * missing
+    if locations is not None and locations.pairs.size:
+        score += locations.weight * float(locations.shortfall(onehot).sum())
+    return score
 
 
 def auto_split(
@@ -189,13 +258,20 @@ def auto_split(
     seed: int = 0,
     iterations: int | None = None,
     fixed: Mapping[str, str] | None = None,
+    locations: Mapping[str, Mapping[str, Any]] | None = None,
+    min_locations: int = 2,
+    location_weight: float = 1.0,
 ) -> tuple[dict[str, str], dict[str, Any]]:
     """Assign whole datasets to splits (deterministic for a seed).
 
     ``counts``: images per dataset (rows) and class (columns), after caps. ``fixed``: datasets
-    whose split is decided beforehand (templates and phantoms go to train). Local search from a
-    greedy start: move one dataset or swap two while the objective improves; random restarts
-    escape local minima. Returns the assignment and a quality report.
+    whose split is decided beforehand (templates and phantoms go to train). ``locations``:
+    dataset → class → body locations; when given, each class should show at least
+    ``min_locations`` distinct locations in every split where the data allows (the paper's
+    manual rule, §2.2) — a soft penalty of ``location_weight`` per missing location, smaller
+    than the penalty for a class missing from a split. Local search from a greedy start: move
+    one dataset or swap two while the objective improves; random restarts escape local minima.
+    Returns the assignment and a quality report.
     """
     if not np.isclose(sum(ratios), 1.0) or min(ratios) < 0:
         raise SplitError(f"split ratios must be non-negative and sum to 1, got {ratios}")
@@ -205,6 +281,11 @@ def auto_split(
     mat = counts.to_numpy(dtype=float)
     r = np.asarray(ratios, dtype=float)
     need = _needed_presence(mat, r)
+    loc = (
+        location_constraint(counts, locations, need, min_locations, location_weight)
+        if locations is not None
+        else None
+    )
     fixed_idx = {names.index(d): SPLITS.index(s) for d, s in (fixed or {}).items() if d in names}
     free = np.array([i for i in range(len(names)) if i not in fixed_idx], dtype=int)
     rng = np.random.default_rng(seed)
@@ -238,7 +319,7 @@ def auto_split(
     steps = max(1, iterations // restarts)
     for _ in range(restarts):
         assign = greedy()
-        score = _objective(assign, mat, r, need)
+        score = _objective(assign, mat, r, need, loc)
         for _ in range(steps if len(free) else 0):
             cand = assign.copy()
             i = int(free[rng.integers(len(free))])
@@ -250,14 +331,61 @@ def auto_split(
             else:
                 j = int(free[rng.integers(len(free))])
                 cand[i], cand[j] = cand[j], cand[i]
-            cand_score = _objective(cand, mat, r, need)
+            cand_score = _objective(cand, mat, r, need, loc)
             if cand_score <= score:
                 assign, score = cand, cand_score
         if score < best_score:
             best, best_score = assign, score
     assert best is not None
     assignments = {names[i]: SPLITS[int(best[i])] for i in range(len(names))}
-    return assignments, split_quality(counts, assignments, ratios)
+    quality = split_quality(counts, assignments, ratios)
+    if locations is not None:
+        quality.update(location_quality(counts, assignments, locations, min_locations, loc, ratios))
+    quality["objective"] = round(float(best_score), 6)
+    return assignments, quality
+
+
+def location_quality(
+    counts: pd.DataFrame,
+    assignments: Mapping[str, str],
+    locations: Mapping[str, Mapping[str, Any]],
+    min_locations: int = 2,
+    constraint: LocationConstraint | None = None,
+    ratios: tuple[float, float, float] = DEFAULT_RATIOS,
+) -> dict[str, Any]:
+    """Distinct body locations per class per split, and where fewer than ``min_locations`` are
+    reached although the data has more (``location_shortfalls``) or cannot have more
+    (``location_limits``: the class has fewer locations or datasets than needed)."""
+    per: dict[str, dict[str, list[str]]] = {s: {} for s in SPLITS}
+    for s in SPLITS:
+        for c in counts.columns:
+            locs: set[str] = set()
+            for d in counts.index:
+                if assignments.get(d) == s and counts.at[d, c] > 0:
+                    for loc in (locations.get(d) or {}).get(str(c)) or ():
+                        if loc is not None and str(loc).strip():
+                            locs.add(str(loc).strip().upper())
+            per[s][str(c)] = sorted(locs)
+    if constraint is None:
+        need = _needed_presence(counts.to_numpy(dtype=float), np.asarray(ratios, dtype=float))
+        constraint = location_constraint(counts, locations, need, min_locations)
+    shortfalls, limits = [], []
+    for si, s in enumerate(SPLITS):
+        for ci, c in enumerate(map(str, counts.columns)):
+            have = len(per[s][c])
+            if have >= min_locations:
+                continue
+            item = {"split": s, "class": c, "locations": have}
+            if have < constraint.need[si, ci]:
+                shortfalls.append(item)
+            else:
+                limits.append(item)
+    return {
+        "min_locations": min_locations,
+        "locations_per_class": per,
+        "location_shortfalls": shortfalls,
+        "location_limits": limits,
+    }
 
 
 def split_quality(

@@ -5,10 +5,13 @@ Examples::
     hypermodal plan --paper --out plans/paper
     hypermodal plan --spec corpus.yaml --out plans/mine --auto-split --seed 3
     hypermodal plan --spec corpus.yaml --catalog tcia_series.csv --out plans/tcia
+    hypermodal plan --paper --catalog tcia_brain_hn.csv --add-to-index --out plans/paper-full
 
 ``--catalog`` takes a local series listing (for example a TCIA/NBIA export) as CSV or Parquet
 with the IDC index's column names (at least collection_id, SeriesInstanceUID, Modality,
 instanceCount); rows match a dataset by its collection_id, or by its name when it has none.
+With ``--add-to-index`` the IDC index is read as well and the catalog only supplies the
+collections the index lacks (the 16 Appendix A collections IDC does not host, for example).
 """
 
 from __future__ import annotations
@@ -34,6 +37,13 @@ def plan(
         Path | None,
         typer.Option(help="Local series catalog (CSV/Parquet, IDC column names) instead of IDC."),
     ] = None,
+    add_to_index: Annotated[
+        bool,
+        typer.Option(
+            "--add-to-index",
+            help="Read the IDC index too; --catalog fills the collections it lacks.",
+        ),
+    ] = False,
     auto_split: Annotated[
         bool, typer.Option("--auto-split", help="Assign whole datasets to splits automatically.")
     ] = False,
@@ -53,8 +63,10 @@ def plan(
 
     if paper == (spec is not None):
         raise ValueError("give exactly one of --paper and --spec FILE")
-    if index is not None and catalog is not None:
-        raise ValueError("give at most one of --index and --catalog")
+    if index is not None and catalog is not None and not add_to_index:
+        raise ValueError("give at most one of --index and --catalog (or add --add-to-index)")
+    if add_to_index and catalog is None:
+        raise ValueError("--add-to-index needs --catalog")
     parts = [float(x) for x in ratios.split(",")]
     if len(parts) != 3:
         raise ValueError(f"--ratios expects three numbers train,validate,test; got {ratios!r}")
@@ -63,6 +75,7 @@ def plan(
         corpus,
         index=index,
         catalog=catalog,
+        combine=add_to_index,
         auto=auto_split,
         seed=seed,
         ratios=(parts[0], parts[1], parts[2]),
