@@ -10,8 +10,10 @@ paper's download did). A sub-folder may carry a ``dataset.json`` (written by
 ``hypermodal samples``) with the dataset's ``name``, the ``label`` for files that have no DICOM
 Modality (NIfTI, PNG), ``body_part``, and ``template``/``phantom`` flags.
 
-The build walks files in sorted order, reads headers in parallel in chunks, and writes each
-chunk's rows to a part file, so an interrupted build resumes where it stopped.
+The build walks files in sorted order, reads headers in parallel in chunks (on a local process
+pool or a Ray cluster, see :mod:`hypermodal.engines`), and the driver writes each chunk's rows
+to a part file, so an interrupted build resumes where it stopped. Workers only read headers and
+return rows, so the catalog is the same whichever engine ran them.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hypermodal.atomic import atomic_path, write_text_atomic
+from hypermodal.engines import Engine, engine_scope
 from hypermodal.errors import error_record, write_errors
 from hypermodal.io import ImageReadError, read_header
 from hypermodal.labels import ClassVocabulary
@@ -239,11 +241,17 @@ def build_catalog(
     workers: int | None = None,
     chunk_files: int = 512,
     progress: bool = True,
+    engine: str | Engine = "local",
+    ray_address: str | None = None,
 ) -> CatalogSummary:
     """Read the headers of every file under ``roots`` and write the catalog to ``out``.
 
     Writes ``out`` (Parquet), ``<out>.errors.jsonl`` and ``<out>.json`` (summary + vocabulary).
     Part files in ``<out>.parts/`` make the build resumable; they are removed at the end.
+
+    ``engine`` is ``"local"`` (process pool of ``workers``), ``"ray"`` (Ray Data; a local Ray
+    instance, or the cluster at ``ray_address``), or an :class:`~hypermodal.engines.Engine` the
+    caller owns. With Ray, every worker must see the files at the same paths.
     """
     import time
 
@@ -268,7 +276,6 @@ def build_catalog(
 
     chunks = _chunks(tasks, chunk_files)
     todo = [i for i in range(len(chunks)) if not (parts / f"part-{i:06d}.json").exists()]
-    workers = workers or os.cpu_count() or 1
     bar = progress_bar(len(tasks), progress, desc="catalog", unit="file")
     bar.update(sum(len(chunks[i]) for i in range(len(chunks)) if i not in set(todo)))
     vocab_dict = vocabulary.to_dict()
@@ -284,14 +291,12 @@ def build_catalog(
         )
         bar.update(len(chunks[i]))
 
-    if workers <= 1 or len(todo) <= 1:
-        for i in todo:
-            save_part(i, _read_chunk((chunks[i], vocab_dict)))
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = pool.map(_read_chunk, [(chunks[i], vocab_dict) for i in todo])
-            for i, result in zip(todo, results, strict=True):
-                save_part(i, result)
+    if todo:
+        with engine_scope(engine, workers=workers, address=ray_address) as runner:
+            work = [(chunks[i], vocab_dict) for i in todo]
+            # Looked up here, not bound at import, so tests can stand in for the worker.
+            for k, result in runner.map_unordered(_read_chunk, work):
+                save_part(todo[k], result)
     bar.close()
 
     summary = CatalogSummary(files_seen=len(tasks))

@@ -115,6 +115,13 @@ def catalog(
     ] = None,
     other: Annotated[str | None, typer.Option(help="Class for modalities outside the map.")] = None,
     workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
+    engine: Annotated[
+        str, typer.Option(help="local (process pool) | ray (Ray Data on a Ray cluster).")
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster to join (auto, ray://host:10001); default: start one here."),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Build the catalog (one row per 2D image) from headers only."""
@@ -122,7 +129,15 @@ def catalog(
     from hypermodal.labels import ClassVocabulary
 
     vocab = ClassVocabulary.from_options(classes=classes, other=other)
-    summary = build_catalog(inputs, out, vocabulary=vocab, workers=workers, progress=progress)
+    summary = build_catalog(
+        inputs,
+        out,
+        vocabulary=vocab,
+        workers=workers,
+        progress=progress,
+        engine=engine,
+        ray_address=ray_address,
+    )
     _echo_json({**summary.to_dict(), "catalog": str(out), "errors": str(errors_path(out))})
 
 
@@ -177,6 +192,13 @@ def store(
     size: Annotated[int, typer.Option(help="Side of the stored square images.")] = 224,
     workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild a finished store.")] = False,
+    engine: Annotated[
+        str, typer.Option(help="local (process pool) | ray (Ray Data on a Ray cluster).")
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster to join (auto, ray://host:10001); default: start one here."),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Preprocess the selected slices (224×224, per-image min-max, uint8) into the store."""
@@ -203,6 +225,8 @@ def store(
         workers=workers,
         progress=progress,
         extra_meta={"catalog": str(catalog_path), "split_file": str(split_path)},
+        engine=engine,
+        ray_address=ray_address,
     )
     _echo_json(summary.__dict__)
 
@@ -330,6 +354,13 @@ def predict(
     batch_size: Annotated[int, typer.Option(help="Images per model call.")] = 64,
     workers: Annotated[int | None, typer.Option(help="Decoding processes.")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    engine: Annotated[
+        str, typer.Option(help="local (process pool) | ray (Ray Data on a Ray cluster).")
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster to join (auto, ray://host:10001); default: start one here."),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Classify DICOM, NIfTI, NRRD and PNG/JPEG/TIFF files: one row per 2D image."""
@@ -345,6 +376,8 @@ def predict(
         workers=workers,
         device=device,
         progress=progress,
+        engine=engine,
+        ray_address=ray_address,
     )
     _echo_json(summary_dict(summary))
 

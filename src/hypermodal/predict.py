@@ -1,8 +1,10 @@
 """Classify files and folders: one row per 2D image, and optionally one row per series.
 
-Decoding runs in a process pool while the main process runs the model on full batches, so the
-model is loaded once and the CPU/GPU stays busy. Unreadable files go to the errors file and the
-run goes on; counts reconcile (files seen = files predicted + files skipped).
+Decoding runs on an engine (a local process pool, or a Ray cluster: :mod:`hypermodal.engines`)
+while the main process runs the model on full batches, so the model is loaded once and the
+CPU/GPU stays busy. Decoded files come back in input order, so batches, and therefore the
+probabilities, are the same whichever engine decoded them. Unreadable files go to the errors
+file and the run goes on; counts reconcile (files seen = files predicted + files skipped).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import pandas as pd
 
 from hypermodal.atomic import atomic_path
 from hypermodal.catalog import SKIP_NAMES
+from hypermodal.engines import Engine, engine_scope
 from hypermodal.errors import error_record, write_errors
 from hypermodal.io import ImageReadError, iter_images, read_header
 from hypermodal.labels import ClassVocabulary
@@ -109,21 +111,10 @@ def _decode_file(args: tuple[str, dict]) -> dict[str, Any]:
     }
 
 
-def _decoded(files: list[Path], pre: PreprocessConfig, workers: int) -> Iterator[dict[str, Any]]:
+def _decoded(files: list[Path], pre: PreprocessConfig, engine: Engine) -> Iterator[dict[str, Any]]:
+    """Decoded files in input order (the engine bounds how far decoding runs ahead)."""
     args = [(str(f), pre.to_dict()) for f in files]
-    if workers <= 1 or len(files) <= 1:
-        yield from map(_decode_file, args)
-        return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        # Bounded look-ahead: map() would decode everything before we consume it.
-        pending: list = []
-        it = iter(args)
-        for a in it:
-            pending.append(pool.submit(_decode_file, a))
-            if len(pending) >= 4 * workers:
-                yield pending.pop(0).result()
-        for fut in pending:
-            yield fut.result()
+    yield from engine.map(_decode_file, args)
 
 
 def series_table(images: pd.DataFrame, classes: tuple[str, ...]) -> pd.DataFrame:
@@ -147,12 +138,19 @@ def predict(
     workers: int | None = None,
     device: str = "auto",
     progress: bool = True,
+    engine: str | Engine = "local",
+    ray_address: str | None = None,
 ) -> PredictSummary:
     """Classify every 2D image under ``inputs`` with the model in ``checkpoint``.
 
     Writes ``out`` (CSV or Parquet: ``path, index, prediction, p_<CLASS>...`` plus ``series``,
     ``modality`` and ``header_label`` — the class the DICOM header implies, for spotting wrong
     headers), ``<out>.errors.jsonl``, and ``series_out`` when given.
+
+    ``engine`` decodes the files: ``"local"`` (process pool of ``workers``), ``"ray"`` (Ray
+    Data: a local Ray instance, or the cluster at ``ray_address``; every worker must see the
+    files at the same paths), or an :class:`~hypermodal.engines.Engine` the caller owns. The
+    model always runs in this process.
     """
     from hypermodal.train.checkpoint import load_model, predict_proba
 
@@ -164,8 +162,6 @@ def predict(
     loaded = load_model(checkpoint, device=device)
     vocab: ClassVocabulary = loaded.vocabulary
     classes = tuple(vocab.classes)
-    workers = max(1, workers or os.cpu_count() or 1)
-
     meta_rows: list[dict[str, Any]] = []
     probs: list[np.ndarray] = []
     errors: list[dict] = []
@@ -179,31 +175,32 @@ def predict(
 
     bar = progress_bar(len(files), progress, desc="predict", unit="file")
     pending = 0
-    for item in _decoded(files, loaded.preprocess, workers):
-        bar.update(1)
-        if "error" in item:
-            errors.append(error_record(item["path"], "predict", item["error"]))
-            summary.files_skipped += 1
-            continue
-        summary.files_predicted += 1
-        header_label = vocab.label_for_modality(item["modality"]) if item["modality"] else None
-        for idx in item["indices"]:
-            meta_rows.append(
-                {
-                    "path": item["path"],
-                    "index": idx,
-                    "series": item["series"],
-                    "modality": item["modality"],
-                    "header_label": header_label,
-                    "localizer": item["localizer"],
-                }
-            )
-        buf.append(item["images"])
-        pending += len(item["indices"])
-        if pending >= batch_size:
-            flush()
-            pending = 0
-    flush()
+    with engine_scope(engine, workers=workers, address=ray_address) as runner:
+        for item in _decoded(files, loaded.preprocess, runner):
+            bar.update(1)
+            if "error" in item:
+                errors.append(error_record(item["path"], "predict", item["error"]))
+                summary.files_skipped += 1
+                continue
+            summary.files_predicted += 1
+            header_label = vocab.label_for_modality(item["modality"]) if item["modality"] else None
+            for idx in item["indices"]:
+                meta_rows.append(
+                    {
+                        "path": item["path"],
+                        "index": idx,
+                        "series": item["series"],
+                        "modality": item["modality"],
+                        "header_label": header_label,
+                        "localizer": item["localizer"],
+                    }
+                )
+            buf.append(item["images"])
+            pending += len(item["indices"])
+            if pending >= batch_size:
+                flush()
+                pending = 0
+        flush()
     bar.close()
 
     p = np.concatenate(probs) if probs else np.zeros((0, len(classes)), dtype=np.float32)

@@ -9,6 +9,12 @@ Layout of a store folder::
     journal/           one marker per finished chunk, so an interrupted build resumes
     errors.jsonl       images that could not be decoded, with their reasons
 
+Building runs on an engine (:mod:`hypermodal.engines`). On the local process pool each worker
+decodes its chunk and writes the pixels straight into the preallocated ``images.u8`` memory map.
+Workers on a Ray cluster may sit on other machines, so they return each chunk's pixels instead and
+the driver writes them into ``images.u8`` (then syncs) before journaling the chunk; the bytes are
+the same either way.
+
 Training reads ``images.u8`` through a memory map: no decoding, no per-file overhead, random
 access at memory speed, and the OS page cache shares it between data-loader workers.
 """
@@ -22,7 +28,6 @@ import os
 import shutil
 import time
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from hypermodal.atomic import atomic_path, write_text_atomic
+from hypermodal.engines import Engine, engine_scope
 from hypermodal.errors import error_record, read_errors, write_errors
 from hypermodal.io import ImageReadError, iter_images
 from hypermodal.labels import ClassVocabulary
@@ -219,10 +225,24 @@ def _chunk_bounds(paths: np.ndarray, target: int) -> list[tuple[int, int]]:
 def _build_chunk(
     args: tuple[str, int, int, int, list[tuple[str, list[int], list[int]]], dict],
 ) -> dict:
-    """Worker: decode, preprocess and write one chunk of rows into the shared memmap."""
+    """Worker: decode and preprocess one chunk of rows.
+
+    With an ``images_path`` (first argument) the pixels go straight into that shared memmap
+    (workers on this machine). With an empty one they come back in the result as ``lo`` (first
+    row) and ``images`` (uint8, one per row of the chunk, zeros for failed rows), for the driver
+    to write (workers on other machines).
+    """
     images_path, n, size, chunk_id, files, pre_dict = args
     pre = PreprocessConfig.from_dict(pre_dict)
-    arr = np.memmap(images_path, dtype=np.uint8, mode="r+", shape=(n, size, size))
+    all_rows = [r for _, _, rows in files for r in rows]
+    lo = min(all_rows) if all_rows else 0
+    hi = max(all_rows) + 1 if all_rows else 0
+    if images_path:
+        arr = np.memmap(images_path, dtype=np.uint8, mode="r+", shape=(n, size, size))
+        offset = 0
+    else:
+        arr = np.zeros((hi - lo, size, size), dtype=np.uint8)
+        offset = lo
     ok: list[int] = []
     errors: list[dict] = []
     for path, indices, rows in files:
@@ -234,7 +254,7 @@ def _build_chunk(
                 if row is None:
                     continue
                 try:
-                    arr[row] = to_uint8(img, pre)
+                    arr[row - offset] = to_uint8(img, pre)
                 except Exception as exc:  # noqa: BLE001 - one bad image must not stop the batch
                     errors.append(error_record(path, "store", f"preprocess: {exc}", index=idx))
                     done.add(idx)
@@ -248,10 +268,27 @@ def _build_chunk(
         for idx in indices:
             if idx not in done:
                 errors.append(error_record(path, "store", reason, index=idx))
-                arr[wanted[idx]] = 0
-    arr.flush()
-    del arr
-    return {"chunk": chunk_id, "ok": ok, "errors": errors}
+                arr[wanted[idx] - offset] = 0
+    result: dict[str, Any] = {"chunk": chunk_id, "ok": ok, "errors": errors}
+    if images_path:
+        assert isinstance(arr, np.memmap)
+        arr.flush()
+        del arr
+    else:
+        result["lo"] = lo
+        result["images"] = arr
+    return result
+
+
+def _write_rows(fd: int, lo: int, images: np.ndarray) -> None:
+    """Write ``images`` (rows ``lo``...) into the open ``images.u8`` and sync them to disk."""
+    data = memoryview(np.ascontiguousarray(images, dtype=np.uint8)).cast("B")
+    offset = lo * images.shape[1] * images.shape[2]
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data = data[written:]
+        offset += written
+    getattr(os, "fdatasync", os.fsync)(fd)
 
 
 def build_store(
@@ -264,12 +301,19 @@ def build_store(
     chunk_images: int = 256,
     progress: bool = True,
     extra_meta: dict[str, Any] | None = None,
+    engine: str | Engine = "local",
+    ray_address: str | None = None,
 ) -> StoreSummary:
     """Preprocess every row of ``selected`` (catalog rows with ``split``) into a store at ``out``.
 
     Resumable: the plan and a preallocated ``images.u8`` are written first; each finished chunk
     leaves a journal marker after its pixels are flushed, so a rerun redoes only unfinished
     chunks. ``store.json`` is written last. A store that is already complete is left as is.
+
+    ``engine`` is ``"local"`` (process pool of ``workers`` writing into the memory map),
+    ``"ray"`` (Ray Data: a local Ray instance, or the cluster at ``ray_address``; workers return
+    pixels and this process writes them), or an :class:`~hypermodal.engines.Engine` the caller
+    owns. The store is byte-for-byte the same with either.
     """
     start = time.perf_counter()
     out = Path(out)
@@ -317,7 +361,7 @@ def build_store(
     todo = [c for c in range(len(bounds)) if c not in done]
     idx_col = plan["index"].to_numpy()
 
-    def chunk_args(c: int) -> tuple:
+    def chunk_args(c: int, images_path: str) -> tuple:
         lo, hi = bounds[c]
         files: list[tuple[str, list[int], list[int]]] = []
         for row in range(lo, hi):
@@ -326,23 +370,36 @@ def build_store(
                 files[-1][2].append(row)
             else:
                 files.append((str(paths[row]), [int(idx_col[row])], [row]))
-        return (str(out / IMAGES_FILE), n, size, c, files, preprocess.to_dict())
+        return (images_path, n, size, c, files, preprocess.to_dict())
 
-    def record(result: dict) -> None:
+    def record(result: dict, fd: int | None) -> None:
+        if "images" in result:  # pixels came back (workers elsewhere): write, sync, then journal
+            if fd is None:  # pragma: no cover - a shared-filesystem engine returned pixels
+                raise StoreError("a worker returned pixels but images.u8 is not open")
+            _write_rows(fd, int(result.pop("lo")), result.pop("images"))
         write_text_atomic(journal / f"chunk-{result['chunk']:06d}.json", json.dumps(result))
         lo, hi = bounds[result["chunk"]]
         bar.update(hi - lo)
 
-    workers = max(1, workers or os.cpu_count() or 1)
     bar = progress_bar(n, progress, desc="store", unit="img")
     bar.update(sum(bounds[c][1] - bounds[c][0] for c in done if c < len(bounds)))
-    if workers == 1 or len(todo) <= 1:
-        for c in todo:
-            record(_build_chunk(chunk_args(c)))
+    if isinstance(engine, str):  # nothing left to do: no need to start processes or Ray
+        used_workers = max(1, workers or os.cpu_count() or 1)
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for result in pool.map(_build_chunk, (chunk_args(c) for c in todo), chunksize=1):
-                record(result)
+        used_workers = engine.workers
+    if todo:
+        with engine_scope(engine, workers=workers, address=ray_address) as runner:
+            used_workers = runner.workers
+            in_place = runner.shares_filesystem
+            work = [chunk_args(c, str(out / IMAGES_FILE) if in_place else "") for c in todo]
+            fd = None if in_place else os.open(out / IMAGES_FILE, os.O_WRONLY)
+            try:
+                # _build_chunk is looked up now, not at import, so tests can stand in for it.
+                for _, result in runner.map_unordered(_build_chunk, work):
+                    record(result, fd)
+            finally:
+                if fd is not None:
+                    os.close(fd)
     bar.close()
 
     ok = np.zeros(n, dtype=bool)
@@ -362,7 +419,7 @@ def build_store(
         seconds=round(seconds, 3),
         images_per_second=round(built_now / seconds, 1) if seconds > 0 else 0.0,
         resumed_chunks=len(bounds) - len(todo),
-        workers=workers,
+        workers=used_workers,
     )
     if not summary.reconciles() or summary.images_failed != len(errors):
         raise StoreError(f"store counts do not reconcile: {summary}, {len(errors)} errors")
