@@ -81,7 +81,7 @@ if [ "$COMPILE" = 1 ]; then
 fi
 
 echo
-echo "== the real loop: hypermodal train, ResNet-18 at 224, batch 256, amp auto, 2 epochs of 16384"
+echo "== the real loop: hypermodal train, ResNet-18 at 224, batch $BATCH, amp auto, 2 epochs of $IMAGES"
 if [ -f "$STORES/store-224-$IMAGES/store.json" ]; then
   timeout 240 "$PY" -m hypermodal.cli train "$STORES/store-224-$IMAGES" --out "$STORES/run" \
     --epochs 2 --batch-size "$BATCH" --workers "$WORKERS" --device "$DEVICE" --no-progress >"$STORES/train.json" &&

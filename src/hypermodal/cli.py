@@ -159,6 +159,9 @@ def split(
     ] = None,
     no_caps: Annotated[bool, typer.Option("--no-caps", help="Keep every image.")] = False,
     keep_localizers: Annotated[bool, typer.Option(help="Keep CT/MR scout images.")] = False,
+    cap_order: Annotated[
+        str, typer.Option(help="Which images a cap keeps: catalog (first, the paper) | spread.")
+    ] = "catalog",
     force: Annotated[bool, typer.Option(help="Replace an existing split file.")] = False,
 ) -> None:
     """Assign every dataset to exactly one split (written once, then reused)."""
@@ -175,6 +178,7 @@ def split(
         seed=seed,
         caps=_parse_caps(cap, no_caps),
         exclude_localizers=not keep_localizers,
+        cap_order=cap_order,
     )
     typer.echo(f"{'reused' if reused else 'wrote'} split {out} (hash {plan.hash})", err=True)
     _echo_json(plan.quality)
@@ -284,7 +288,8 @@ def train(
         cfg = _load_train_config(base, **overrides)
         assert isinstance(cfg, TrainConfig)
     summary = run_training(store_path, out, cfg, resume=resume, progress=progress)
-    _echo_json(summary)
+    if summary.get("rank", 0) == 0:  # under torchrun every rank returns; one prints
+        _echo_json(summary)
 
 
 def _load_train_config(path: Path | None, **overrides: Any) -> Any:

@@ -29,6 +29,7 @@ def run_demo(
     max_images_per_epoch: int = 1024,
     batch_size: int = 32,
     lr: float = 0.025,
+    caps: dict[str, int] | None = None,
     seed: int = 0,
     workers: int | None = None,
     progress: bool = True,
@@ -50,6 +51,9 @@ def run_demo(
     from hypermodal.store import META_FILE, SliceStore, build_store
     from hypermodal.train import TrainConfig, train
 
+    # Per-dataset caps, evenly spaced through each volume, so that a few long template volumes
+    # (the MNI and pydeface MR averages, the CT atlas) do not drown the single real slices.
+    caps = {"CT": 48, "MR": 48} if caps is None else caps
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     samples_dir = Path(samples_dir) if samples_dir else out / "samples"
@@ -74,7 +78,9 @@ def run_demo(
         )
     catalog = read_catalog(out / "catalog.parquet")
     with stage("split"):
-        plan, _ = split_or_reuse(catalog, out / "split.json", seed=seed)
+        plan, _ = split_or_reuse(
+            catalog, out / "split.json", seed=seed, caps=caps, cap_order="spread"
+        )
     store_dir = out / "store"
     with stage("store"):
         if not (store_dir / META_FILE).exists():

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "validate", "test")
 DEFAULT_RATIOS = (0.7, 0.15, 0.15)
 DEFAULT_CAPS: dict[str, int] = {"CT": 50_000, "MR": 100_000}
+CAP_ORDERS = ("catalog", "spread")
 
 
 class SplitError(ValueError):
@@ -48,17 +49,24 @@ class SplitPlan:
     caps: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_CAPS))
     exclude_localizers: bool = True
     quality: dict[str, Any] = field(default_factory=dict)
+    #: which images a cap keeps: "catalog" = the first ones in catalog order (the paper's rule);
+    #: "spread" = evenly spaced ones, so a capped volume keeps slices from its whole extent
+    cap_order: str = "catalog"
+
+    def __post_init__(self) -> None:
+        if self.cap_order not in CAP_ORDERS:
+            raise SplitError(f"cap_order must be one of {CAP_ORDERS}, got {self.cap_order!r}")
 
     @property
     def hash(self) -> str:
-        payload = json.dumps(
-            {
-                "assignments": dict(sorted(self.assignments.items())),
-                "caps": dict(sorted(self.caps.items())),
-                "exclude_localizers": self.exclude_localizers,
-            },
-            sort_keys=True,
-        )
+        content: dict[str, Any] = {
+            "assignments": dict(sorted(self.assignments.items())),
+            "caps": dict(sorted(self.caps.items())),
+            "exclude_localizers": self.exclude_localizers,
+        }
+        if self.cap_order != "catalog":  # keeps the hashes of earlier split files valid
+            content["cap_order"] = self.cap_order
+        payload = json.dumps(content, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
@@ -69,6 +77,7 @@ class SplitPlan:
             "ratios": list(self.ratios),
             "caps": self.caps,
             "exclude_localizers": self.exclude_localizers,
+            "cap_order": self.cap_order,
             "hash": self.hash,
             "quality": self.quality,
             "assignments": dict(sorted(self.assignments.items())),
@@ -114,6 +123,7 @@ class SplitPlan:
                 caps={k: int(v) for k, v in data.get("caps", DEFAULT_CAPS).items()},
                 exclude_localizers=bool(data.get("exclude_localizers", True)),
                 quality=data.get("quality", {}),
+                cap_order=str(data.get("cap_order", "catalog")),
             )
             if data.get("hash") and data["hash"] != plan.hash:
                 raise SplitError(f"{path}: content does not match its recorded hash (edited?)")
@@ -436,6 +446,7 @@ def make_split(
     caps: Mapping[str, int] | None = None,
     exclude_localizers: bool = True,
     templates_to_train: bool = True,
+    cap_order: str = "catalog",
 ) -> SplitPlan:
     """A split for ``catalog``: from ``split_file`` when given, else found automatically.
 
@@ -459,6 +470,7 @@ def make_split(
             ratios=ratios,
             caps=caps,
             exclude_localizers=exclude_localizers,
+            cap_order=cap_order,
         )
     else:
         templates = (
@@ -475,6 +487,7 @@ def make_split(
             ratios=ratios,
             caps=caps,
             exclude_localizers=exclude_localizers,
+            cap_order=cap_order,
         )
     plan.quality = split_quality(counts, plan.assignments, ratios)
     for miss in plan.quality["missing"]:
@@ -486,7 +499,8 @@ def apply_split(catalog: pd.DataFrame, plan: SplitPlan) -> pd.DataFrame:
     """The rows selected for the store, in catalog order, with ``split`` filled in.
 
     Drops localizers (when the plan says so), rows of datasets the plan does not place, and rows
-    beyond each dataset's cap for their class (the first ``cap`` rows in catalog order are kept).
+    beyond each dataset's cap for their class: the first ``cap`` rows in catalog order, or
+    ``cap`` evenly spaced rows with ``cap_order="spread"``.
     """
     df = catalog.copy()
     df["split"] = df["dataset"].map(plan.assignments)
@@ -495,9 +509,19 @@ def apply_split(catalog: pd.DataFrame, plan: SplitPlan) -> pd.DataFrame:
         keep &= ~df["localizer"].astype(bool)
     df = df[keep]
     if plan.caps:
-        rank = df.groupby(["dataset", "label"], sort=False).cumcount()
-        cap = df["label"].map(plan.caps).fillna(np.inf)
-        df = df[rank < cap]
+        groups = df.groupby(["dataset", "label"], sort=False)
+        rank = groups.cumcount().to_numpy()
+        cap = df["label"].map(plan.caps).fillna(np.inf).to_numpy()
+        if plan.cap_order == "spread":
+            size = groups["label"].transform("size").to_numpy()
+            keep_n = np.minimum(cap, size)
+            # row k of a group of n is kept when it is the nearest row to one of keep_n evenly
+            # spaced positions: floor((k+1)·m/n) > floor(k·m/n) picks exactly m rows of n
+            with np.errstate(invalid="ignore"):
+                picked = np.floor((rank + 1) * keep_n / size) > np.floor(rank * keep_n / size)
+            df = df[picked]
+        else:
+            df = df[rank < cap]
     return df.reset_index(drop=True)
 
 

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from hypermodal.train.distributed import shard_rows
+
 log = logging.getLogger(__name__)
 
 #: One batch as it leaves the loader: uint8 images (B, S, S), int64 labels (B,), int64 rows (B,).
@@ -138,19 +140,31 @@ def epoch_order(
 
 
 def batch_plan(
-    order: np.ndarray, batch_size: int, *, drop_singleton: bool = False
+    order: np.ndarray,
+    batch_size: int,
+    *,
+    drop_singleton: bool = False,
+    world_size: int = 1,
+    sort: bool = True,
 ) -> list[np.ndarray]:
     """Split an epoch order into batches, each sorted by row number for sequential reads.
 
     Args:
         order: rows in visiting order.
-        batch_size: images per batch.
-        drop_singleton: drop a final batch of one image (BatchNorm cannot train on it).
+        batch_size: images per batch (the *global* batch under data parallelism).
+        drop_singleton: drop a final batch that would leave a rank with one image or none
+            (BatchNorm cannot train on it): fewer than ``2 · world_size`` images.
+        world_size: processes the batches are split across (see
+            :func:`hypermodal.train.distributed.shard_rows`).
+        sort: sort each batch by row; ``False`` keeps the visiting order (a global batch is
+            split across ranks *before* sorting, so every rank gets a random part of it).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-    batches = [np.sort(order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
-    if drop_singleton and batches and len(batches[-1]) == 1:
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if sort:
+        batches = [np.sort(b) for b in batches]
+    if drop_singleton and batches and len(batches[-1]) < 2 * max(1, world_size):
         batches.pop()
     return batches
 
@@ -207,7 +221,12 @@ class BatchFeeder:
         max_images: per-epoch image cap.
         device: the model's device; pinned memory is used when it is CUDA.
         workers: loader worker processes (0 reads in the main process).
-        drop_singleton: drop a trailing batch of one image (set for training).
+        drop_singleton: drop a trailing batch of one image (set for training); under data
+            parallelism, one that would leave a rank fewer than two images.
+        rank: this process's rank; it reads only its piece of every global batch.
+        world_size: data-parallel processes. The global batch is ``world_size · batch_size``
+            and every rank plans the same global batches (same ``seed``), so together the ranks
+            see exactly what one process with batch ``world_size · batch_size`` sees.
     """
 
     def __init__(
@@ -224,7 +243,13 @@ class BatchFeeder:
         device: torch.device | None = None,
         workers: int = 0,
         drop_singleton: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ):
+        if not 0 <= rank < max(1, world_size):
+            raise ValueError(f"rank {rank} outside world size {world_size}")
+        self.rank = int(rank)
+        self.world_size = max(1, int(world_size))
         self.images = images
         self.labels = np.asarray(labels, dtype=np.int64)
         self.rows = np.asarray(rows, dtype=np.int64)
@@ -237,8 +262,18 @@ class BatchFeeder:
         self.workers = int(workers)
         self.drop_singleton = drop_singleton
 
-    def plan(self, epoch: int) -> list[np.ndarray]:
-        """The batches (arrays of sorted store rows) of one epoch."""
+    @property
+    def global_batch_size(self) -> int:
+        """Images per step over all ranks: ``world_size · batch_size``."""
+        return self.batch_size * self.world_size
+
+    def global_plan(self, epoch: int) -> list[np.ndarray]:
+        """The global batches of one epoch in visiting order (identical on every rank).
+
+        Not sorted: the store is ordered by split and label, so contiguous pieces of a *sorted*
+        batch would give each rank only a few classes, and BatchNorm, which normalises per rank,
+        would see class-dependent statistics. Each rank sorts its own random piece instead.
+        """
         order = epoch_order(
             self.rows,
             self.labels,
@@ -248,18 +283,33 @@ class BatchFeeder:
             balance=self.balance,
             max_images=self.max_images,
         )
-        return batch_plan(order, self.batch_size, drop_singleton=self.drop_singleton)
+        return batch_plan(
+            order,
+            self.global_batch_size,
+            drop_singleton=self.drop_singleton,
+            world_size=self.world_size,
+            sort=False,
+        )
+
+    def plan(self, epoch: int) -> list[np.ndarray]:
+        """This rank's batches (arrays of sorted store rows) of one epoch; all of them alone."""
+        return [np.sort(shard_rows(b, self.rank, self.world_size)) for b in self.global_plan(epoch)]
+
+    def global_sizes(self, epoch: int) -> list[int]:
+        """Images in each global batch of ``epoch`` (over all ranks)."""
+        return [len(b) for b in self.global_plan(epoch)]
 
     def num_images(self) -> int:
-        """Images seen in one epoch (the same for every epoch)."""
+        """Images seen in one epoch over all ranks (the same for every epoch)."""
         n = len(self.rows) if self.max_images is None else min(len(self.rows), self.max_images)
-        if self.drop_singleton and n % self.batch_size == 1:
-            n -= 1
+        tail = n % self.global_batch_size
+        if self.drop_singleton and 0 < tail < 2 * self.world_size:
+            n -= tail
         return int(n)
 
     def __len__(self) -> int:
-        """Batches per epoch (the same for every epoch)."""
-        return -(-self.num_images() // self.batch_size)
+        """Batches (steps) per epoch (the same for every epoch and every rank)."""
+        return -(-self.num_images() // self.global_batch_size)
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """Iterate over the batches of ``epoch``: uint8 images, labels, rows (all on the host)."""

@@ -26,6 +26,15 @@ Outputs in ``out_dir``::
     checkpoints/best.pt   lowest validation loss so far
     checkpoints/epoch-NNN.pt   the newest ``keep_epochs`` epochs (-1: all, 0: none)
 
+Data parallelism: under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) :func:`train` joins
+the process group by itself (:mod:`hypermodal.train.distributed`: NCCL on GPUs, Gloo on CPUs)
+and wraps the model in DistributedDataParallel. ``batch_size`` is then the batch *per rank*; the
+global batch is ``WORLD_SIZE × batch_size`` and the ranks together see exactly the images a
+one-process run with that batch sees. Validation sums are reduced over ranks; only rank 0 writes
+files. ``lr_scaling="linear"`` scales the learning rate with the global batch
+(``lr × global_batch / base_batch_size``, Goyal et al. 2017) and ``warmup_epochs`` ramps it up
+linearly per step; see docs/distributed.md.
+
 Determinism: the data order of epoch ``e`` depends only on ``(seed, e)`` and the torch RNG is
 re-seeded from ``(seed, e)`` at the start of every epoch, so a resumed run repeats exactly what an
 uninterrupted one does (bit for bit on the CPU; on CUDA up to cuDNN's non-determinism unless
@@ -42,7 +51,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +77,12 @@ from hypermodal.train.data import (
     resolve_workers,
     to_model_input,
 )
+from hypermodal.train.distributed import (
+    DistContext,
+    init_distributed,
+    loss_weight,
+    rank_device,
+)
 from hypermodal.versions import package_versions
 
 log = logging.getLogger(__name__)
@@ -80,6 +95,7 @@ CONFIG_FILE = "config.json"
 TENSORBOARD_DIR = "tensorboard"
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+LR_SCALING_CHOICES = ("none", "linear")
 
 #: Columns of history.csv, in order.
 HISTORY_COLUMNS = (
@@ -101,7 +117,16 @@ HISTORY_COLUMNS = (
 #: Fields that may change when a run is resumed (they do not change what is learned, or, for
 #: ``epochs``, extend it). Every other field must match the checkpoint's config.
 RESUMABLE_FIELDS = frozenset(
-    {"epochs", "workers", "device", "amp", "channels_last", "keep_epochs", "eval_batch_size"}
+    {
+        "epochs",
+        "workers",
+        "device",
+        "amp",
+        "channels_last",
+        "keep_epochs",
+        "eval_batch_size",
+        "compile",
+    }
 )
 
 
@@ -138,6 +163,18 @@ class TrainConfig:
         augment: label-preserving geometric augmentation on the device (random flips, quarter
             turns, and crops of 70–100 % of the side resized back); off = the paper. Orientation
             and framing say nothing about modality, so these cannot teach a wrong cue.
+        lr_scaling: ``"none"`` (``lr`` is used as given, the paper) or ``"linear"``: the
+            learning rate is ``lr × global_batch / base_batch_size`` (global batch = ranks ×
+            ``batch_size``), the linear scaling rule; pair it with ``warmup_epochs``.
+        base_batch_size: the batch ``lr`` was tuned for (the paper: 0.1 at 128).
+        warmup_epochs: ramp the learning rate linearly, step by step, from ``lr/steps`` to its
+            full value over this many epochs (0 = none); the plateau scheduler waits for the end
+            of the warm-up.
+        sync_batchnorm: under data parallelism, BatchNorm statistics over the global batch
+            (``SyncBatchNorm``, CUDA only; slower, closer to one process); off = per-rank
+            statistics (a warning and per-rank statistics on the CPU).
+        compile: ``torch.compile`` the training forward/backward (CUDA; first epoch pays the
+            compilation).
     """
 
     model: str = "resnet18"
@@ -160,6 +197,11 @@ class TrainConfig:
     eval_batch_size: int | None = None
     deterministic: bool = False
     augment: bool = False
+    lr_scaling: str = "none"
+    base_batch_size: int = 128
+    warmup_epochs: int = 0
+    sync_batchnorm: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         self.model = str(self.model).strip().lower()
@@ -178,6 +220,14 @@ class TrainConfig:
             raise ValueError("max_images_per_epoch must be ≥ 1 or None")
         if self.train_size is not None and self.train_size < 32:
             raise ValueError(f"train_size must be ≥ 32, got {self.train_size}")
+        if self.lr_scaling not in LR_SCALING_CHOICES:
+            raise ValueError(
+                f"lr_scaling must be one of {LR_SCALING_CHOICES}, got {self.lr_scaling!r}"
+            )
+        if int(self.base_batch_size) < 1:
+            raise ValueError(f"base_batch_size must be ≥ 1, got {self.base_batch_size}")
+        if int(self.warmup_epochs) < 0:
+            raise ValueError(f"warmup_epochs must be ≥ 0, got {self.warmup_epochs}")
         if self.keep_epochs < -1:
             raise ValueError("keep_epochs must be -1 (all), 0 (none) or a positive count")
 
@@ -199,8 +249,16 @@ class TrainConfig:
 # one epoch
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return int(np.random.SeedSequence([int(seed), int(epoch), 7]).generate_state(1)[0])
+def _epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    key = [int(seed), int(epoch), 7] + ([int(rank)] if rank else [])
+    return int(np.random.SeedSequence(key).generate_state(1)[0])
+
+
+def effective_lr(config: TrainConfig, world_size: int = 1) -> float:
+    """The learning rate after the scaling rule: ``lr`` or ``lr × global_batch / base``."""
+    if config.lr_scaling == "linear":
+        return config.lr * config.batch_size * max(1, world_size) / config.base_batch_size
+    return float(config.lr)
 
 
 def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
@@ -248,8 +306,21 @@ def train_one_epoch(
     channels_last: bool = False,
     augment: bool = False,
     bar: Any = None,
+    global_sizes: Sequence[int] | None = None,
+    world_size: int = 1,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    step_lr: Callable[[int], float | None] | None = None,
 ) -> dict[str, float]:
     """One pass of SGD over ``batches`` (iterable of uint8 images, labels, rows).
+
+    Args:
+        global_sizes: under data parallelism, images in each *global* batch; each rank's loss
+            is weighted by :func:`~hypermodal.train.distributed.loss_weight` so that DDP's
+            gradient average is the gradient of the global mean loss.
+        world_size: data-parallel processes.
+        reduce: sums a float64 tensor over ranks (``DistContext.all_reduce_sum``); the returned
+            loss/accuracy/images are then over the whole global epoch.
+        step_lr: learning rate for step ``i`` of this epoch, or ``None`` to leave it (warm-up).
 
     Returns:
         ``{"loss", "accuracy", "images"}``; loss is the mean cross-entropy per image.
@@ -259,22 +330,31 @@ def train_one_epoch(
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
     for step, (x_u8, y, _rows) in enumerate(batches):
+        if step_lr is not None:
+            lr = step_lr(step)
+            if lr is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
         x = to_model_input(x_u8, device, train_size, channels_last)
         if augment:
             x = augment_batch(x, channels_last)
         y = y.to(device, non_blocking=True)
+        n = int(y.shape[0])
         with autocast_context(device, amp_dtype):
             logits = model(x)
             loss = F.cross_entropy(logits.float(), y)
+        weight = (
+            loss_weight(n, int(global_sizes[step]), world_size) if global_sizes is not None else 1.0
+        )
+        objective = loss * weight if weight != 1.0 else loss
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None and scaler.is_enabled():
-            scaler.scale(loss).backward()
+            scaler.scale(objective).backward()
             scaler.step(optimizer)
             scaler.update()
         else:
-            loss.backward()
+            objective.backward()
             optimizer.step()
-        n = int(y.shape[0])
         seen += n
         loss_sum += loss.detach().double() * n
         correct += (logits.detach().argmax(dim=1) == y).sum()
@@ -282,13 +362,25 @@ def train_one_epoch(
             bar.update(1)
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss.item():.4f}")
-    if not seen:
+    return _summarise(loss_sum, correct, seen, reduce)
+
+
+def _summarise(
+    loss_sum: torch.Tensor,
+    correct: torch.Tensor,
+    seen: int,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None,
+) -> dict[str, float]:
+    """Mean loss and accuracy from sums, summed over ranks first when ``reduce`` is given."""
+    totals = torch.stack(
+        [loss_sum.detach().double().cpu(), correct.double().cpu(), torch.tensor(float(seen))]
+    ).double()
+    if reduce is not None:
+        totals = reduce(totals)
+    loss_total, correct_total, n = (float(v) for v in totals.tolist())
+    if not n:
         return {"loss": float("nan"), "accuracy": float("nan"), "images": 0}
-    return {
-        "loss": float(loss_sum.item() / seen),
-        "accuracy": float(correct.item() / seen),
-        "images": seen,
-    }
+    return {"loss": loss_total / n, "accuracy": correct_total / n, "images": int(round(n))}
 
 
 def validate(
@@ -300,8 +392,12 @@ def validate(
     train_size: int | None = None,
     channels_last: bool = False,
     bar: Any = None,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Loss and accuracy over ``batches`` in eval mode without gradients.
+
+    With ``reduce`` (``DistContext.all_reduce_sum``) each rank passes its own part of the split
+    and the sums are added over ranks, so every rank returns the metrics of the whole split.
 
     BatchNorm uses (and does not update) its running statistics; dropout is off. The model's
     previous train/eval mode is restored on return.
@@ -317,6 +413,8 @@ def validate(
     try:
         with torch.no_grad():
             for x_u8, y, _rows in batches:
+                if not len(y):
+                    continue
                 x = to_model_input(x_u8, device, train_size, channels_last)
                 y = y.to(device, non_blocking=True)
                 with autocast_context(device, amp_dtype):
@@ -328,13 +426,7 @@ def validate(
                     bar.update(1)
     finally:
         model.train(was_training)
-    if not seen:
-        return {"loss": float("nan"), "accuracy": float("nan"), "images": 0}
-    return {
-        "loss": float(loss_sum.item() / seen),
-        "accuracy": float(correct.item() / seen),
-        "images": seen,
-    }
+    return _summarise(loss_sum, correct, seen, reduce)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -421,6 +513,14 @@ def _prune_epoch_checkpoints(ckpt_dir: Path, keep: int) -> None:
         old.unlink(missing_ok=True)
 
 
+def _broadcast_buffers(model: nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank."""
+    import torch.distributed as dist
+
+    for buf in model.buffers():
+        dist.broadcast(buf.data, src=0)
+
+
 def _open_tensorboard(log_dir: Path, purge_step: int | None) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -471,8 +571,7 @@ def train(
     t_start = time.perf_counter()
     store_path = Path(store_path).resolve()
     out_dir = Path(out_dir)
-    ckpt_dir = out_dir / CHECKPOINT_DIR
-    last_path, best_path = ckpt_dir / LAST, ckpt_dir / BEST
+    last_path = out_dir / CHECKPOINT_DIR / LAST
     store = SliceStore.open(store_path)
     notes: list[str] = []
 
@@ -499,8 +598,33 @@ def train(
             "choose another output folder"
         )
     config = config or TrainConfig()
+    ctx = init_distributed(config.device)
+    try:
+        return _train(
+            store, store_path, out_dir, config, state, notes, ctx, progress, on_epoch_end, t_start
+        )
+    finally:
+        ctx.close()
 
-    device = resolve_device(config.device)
+
+def _train(
+    store: SliceStore,
+    store_path: Path,
+    out_dir: Path,
+    config: TrainConfig,
+    state: dict[str, Any] | None,
+    notes: list[str],
+    ctx: DistContext,
+    progress: bool,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None,
+    t_start: float,
+) -> dict[str, Any]:
+    ckpt_dir = out_dir / CHECKPOINT_DIR
+    last_path, best_path = ckpt_dir / LAST, ckpt_dir / BEST
+    main = ctx.is_main
+    device = rank_device(ctx, resolve_device(config.device))
+    if ctx.enabled and device.type == "cuda":
+        torch.cuda.set_device(device)
     amp_dtype = _resolve_amp(config.amp, device)
     channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
     workers = resolve_workers(config.workers, device)
@@ -542,6 +666,8 @@ def train(
         device=device,
         workers=workers,
         drop_singleton=True,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
     )
     if train_feed.num_images() == 0:
         raise ValueError("training needs at least 2 images per epoch (BatchNorm)")
@@ -553,16 +679,30 @@ def train(
         shuffle=False,
         device=device,
         workers=workers,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
     )
 
     torch.manual_seed(config.seed)
     random.seed(config.seed)
-    model = build_model(config.model, vocabulary.num_classes, in_chans=1).to(device)
+    model = build_model(config.model, vocabulary.num_classes, in_chans=1)
+    sync_bn = ctx.enabled and config.sync_batchnorm and device.type == "cuda"
+    if ctx.enabled and config.sync_batchnorm and not sync_bn:
+        notes.append("sync_batchnorm needs CUDA (PyTorch's SyncBatchNorm): per-rank BatchNorm")
+        log.warning(notes[-1])
+    if sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    world = ctx.world_size
+    global_batch = config.batch_size * world
+    lr_full = effective_lr(config, world)
+    steps_per_epoch = len(train_feed)
+    warmup_steps = int(config.warmup_epochs) * steps_per_epoch
     optimizer = torch.optim.SGD(
         model.parameters(),
-        lr=config.lr,
+        lr=lr_full,
         momentum=config.momentum,
         weight_decay=config.weight_decay,
     )
@@ -591,6 +731,13 @@ def train(
         history = [dict(r) for r in state["history"]]
         best = dict(state.get("best") or best)
         start_epoch = int(state["epoch"])
+        saved_world = int((state.get("resolved_config") or {}).get("world_size", 1))
+        if saved_world != world:
+            notes.append(
+                f"resumed with {world} processes; the run started with {saved_world} (the "
+                "global batch and the data each step sees changed)"
+            )
+            log.warning(notes[-1])
         log.info("resuming %s from epoch %d of %d", out_dir, start_epoch, config.epochs)
 
     resolved = {
@@ -601,6 +748,10 @@ def train(
         "workers": workers,
         "train_size": train_size,
         "eval_batch_size": config.eval_batch_size or 2 * config.batch_size,
+        "world_size": world,
+        "global_batch_size": global_batch,
+        "lr_effective": lr_full,
+        "backend": ctx.backend or "none",
     }
     versions = package_versions()
     common = {
@@ -616,8 +767,9 @@ def train(
         "split_hash": store.split_hash,
         "versions": versions,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
     run_info = {
         "config": resolved,
         "requested_config": config.to_dict(),
@@ -633,10 +785,38 @@ def train(
         "notes": notes,
         "versions": versions,
     }
-    write_text_atomic(out_dir / CONFIG_FILE, json.dumps(run_info, indent=2, default=str))
+    if main:
+        write_text_atomic(out_dir / CONFIG_FILE, json.dumps(run_info, indent=2, default=str))
 
-    show = bool(progress) and sys.stderr.isatty()
-    writer = _open_tensorboard(out_dir / TENSORBOARD_DIR, start_epoch + 1 if state else None)
+    # The modules that run: ``model`` is the plain network (its state dict is what checkpoints
+    # hold and what validation uses); ``step_model`` adds DDP and torch.compile around it.
+    step_model: nn.Module = model
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if config.compile:
+        step_model = torch.compile(step_model)  # type: ignore[assignment]
+    reduce = ctx.all_reduce_sum if ctx.enabled else None
+
+    def warmup_lr(epoch: int) -> Callable[[int], float | None] | None:
+        if epoch * steps_per_epoch >= warmup_steps:
+            return None
+
+        def lr_at(step: int) -> float | None:
+            done = epoch * steps_per_epoch + step + 1
+            return lr_full * min(1.0, done / warmup_steps) if done <= warmup_steps else None
+
+        return lr_at
+
+    show = bool(progress) and sys.stderr.isatty() and main
+    writer = (
+        _open_tensorboard(out_dir / TENSORBOARD_DIR, start_epoch + 1 if state else None)
+        if main
+        else None
+    )
     log.info(
         "training %s on %s: %d train / %d validate images, %d per epoch, size %d, amp %s",
         config.model,
@@ -649,12 +829,14 @@ def train(
     )
     try:
         for epoch in range(start_epoch, config.epochs):
-            torch.manual_seed(_epoch_seed(config.seed, epoch))
-            lr = float(optimizer.param_groups[0]["lr"])
+            torch.manual_seed(_epoch_seed(config.seed, epoch, ctx.rank))
+            step_lr = warmup_lr(epoch)
+            lr = step_lr(0) if step_lr is not None else None
+            lr = float(lr if lr is not None else optimizer.param_groups[0]["lr"])
             bar = _progress_bar(len(train_feed), f"epoch {epoch + 1}/{config.epochs}", show)
             t0 = time.perf_counter()
             tr = train_one_epoch(
-                model,
+                step_model,
                 train_feed.epoch(epoch),
                 optimizer,
                 device,
@@ -664,6 +846,10 @@ def train(
                 channels_last=channels_last,
                 augment=config.augment,
                 bar=bar,
+                global_sizes=train_feed.global_sizes(epoch) if ctx.enabled else None,
+                world_size=world,
+                reduce=reduce,
+                step_lr=step_lr,
             )
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -675,6 +861,8 @@ def train(
                     f"training diverged at epoch {epoch + 1} (loss {tr['loss']}); "
                     f"{last_path} keeps the previous epoch. Try a lower lr."
                 )
+            if ctx.enabled and not sync_bn:
+                _broadcast_buffers(model)  # every rank validates rank 0's BatchNorm statistics
             vbar = _progress_bar(len(val_feed), "validate", show)
             va = validate(
                 model,
@@ -684,12 +872,14 @@ def train(
                 train_size=train_size,
                 channels_last=channels_last,
                 bar=vbar,
+                reduce=reduce,
             )
             if vbar is not None:
                 vbar.close()
             t2 = time.perf_counter()
             monitored = va["loss"] if len(val_rows) else tr["loss"]
-            scheduler.step(monitored)
+            if (epoch + 1) * steps_per_epoch >= warmup_steps:
+                scheduler.step(monitored)
             elapsed = float(history[-1]["elapsed_seconds"]) if history else 0.0
             row = {
                 "epoch": epoch + 1,
@@ -718,19 +908,22 @@ def train(
                 "best": best,
                 "model_state": cpu_state_dict(model),
             }
-            if improved:
-                save_checkpoint(best_path, payload)
-            if config.keep_epochs != 0:
-                save_checkpoint(ckpt_dir / f"epoch-{epoch + 1:03d}.pt", payload)
-                _prune_epoch_checkpoints(ckpt_dir, config.keep_epochs)
-            training_state = {
-                "optimizer": _to_cpu(optimizer.state_dict()),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-                "rng": _rng_state(device),
-            }
-            save_checkpoint(last_path, {**payload, "training_state": training_state})
-            _write_history(out_dir / HISTORY_FILE, history)
+            ctx.barrier()
+            if main:
+                if improved:
+                    save_checkpoint(best_path, payload)
+                if config.keep_epochs != 0:
+                    save_checkpoint(ckpt_dir / f"epoch-{epoch + 1:03d}.pt", payload)
+                    _prune_epoch_checkpoints(ckpt_dir, config.keep_epochs)
+                training_state = {
+                    "optimizer": _to_cpu(optimizer.state_dict()),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+                    "rng": _rng_state(device),
+                }
+                save_checkpoint(last_path, {**payload, "training_state": training_state})
+                _write_history(out_dir / HISTORY_FILE, history)
+            ctx.barrier()
             if writer is not None:
                 step = epoch + 1
                 writer.add_scalars("loss", {"train": tr["loss"], "val": va["loss"]}, step)
@@ -741,7 +934,7 @@ def train(
                 writer.add_scalar("images_per_s", row["images_per_s"], step)
                 writer.add_scalar("epoch_seconds", row["seconds"], step)
                 writer.flush()
-            log.info(
+            (log.info if main else log.debug)(
                 "epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.3g | "
                 "%.1fs, %.1f img/s%s",
                 epoch + 1,
@@ -761,7 +954,7 @@ def train(
         if writer is not None:
             writer.close()
 
-    if history:
+    if history and main:
         _write_history(out_dir / HISTORY_FILE, history)
     return {
         "out_dir": str(out_dir),
@@ -780,5 +973,8 @@ def train(
         "resumed_from_epoch": start_epoch if state is not None else None,
         "num_train_images": int(len(train_rows)),
         "num_val_images": int(len(val_rows)),
+        "world_size": world,
+        "rank": ctx.rank,
+        "global_batch_size": global_batch,
         "notes": notes,
     }
