@@ -396,7 +396,7 @@ def demo(
         Path | None, typer.Option(help="Where the sample corpus goes (default OUT/samples).")
     ] = None,
     model: Annotated[str, typer.Option(help="resnet18 | resnet50 | vgg16.")] = "resnet18",
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 6,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 12,
     train_size: Annotated[int, typer.Option(help="Training resolution (store stays 224).")] = 112,
     max_images_per_epoch: Annotated[int, typer.Option(help="Images per epoch.")] = 1024,
     seed: Annotated[int, typer.Option(help="Seed for split and training.")] = 0,
