@@ -23,8 +23,12 @@ class S3Server:
     client: Any  # a signed client for setting up
 
     def upload_series(self, series: Series, bucket: str = BUCKET) -> str:
-        """Upload one series IDC-style; return its ``series_aws_url``."""
+        """Upload one series IDC-style, replacing any earlier upload; return its
+        ``series_aws_url``."""
         crdc_series = str(uuid.uuid5(uuid.NAMESPACE_OID, series.series))
+        listed = self.client.list_objects_v2(Bucket=bucket, Prefix=f"{crdc_series}/")
+        for obj in listed.get("Contents", []):
+            self.client.delete_object(Bucket=bucket, Key=obj["Key"])
         for path, sop in zip(series.files, series.sops, strict=True):
             key = f"{crdc_series}/{uuid.uuid5(uuid.NAMESPACE_OID, sop)}.dcm"
             self.client.put_object(
@@ -43,6 +47,10 @@ def s3_server() -> Iterator[S3Server]:
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     try:
+        # moto keeps its buckets in process-wide memory: start every server empty
+        import requests
+
+        requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
         client = boto3.client(
             "s3",
             endpoint_url=endpoint,
