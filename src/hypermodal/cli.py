@@ -62,6 +62,16 @@ def main(
     )
 
 
+#: shared by the commands that can run on a local process pool or a Ray cluster
+EngineOption = Annotated[
+    str, typer.Option(help="local (process pool) | ray (Ray Data on a Ray cluster).")
+]
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option(help="Ray cluster to join (auto, ray://host:10001); default: start one here."),
+]
+
+
 def _echo_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
 
@@ -115,13 +125,8 @@ def catalog(
     ] = None,
     other: Annotated[str | None, typer.Option(help="Class for modalities outside the map.")] = None,
     workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
-    engine: Annotated[
-        str, typer.Option(help="local (process pool) | ray (Ray Data on a Ray cluster).")
-    ] = "local",
-    ray_address: Annotated[
-        str | None,
-        typer.Option(help="Ray cluster to join (auto, ray://host:10001); default: start one here."),
-    ] = None,
+    engine: EngineOption = "local",
+    ray_address: RayAddressOption = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Build the catalog (one row per 2D image) from headers only."""
@@ -196,13 +201,8 @@ def store(
     size: Annotated[int, typer.Option(help="Side of the stored square images.")] = 224,
     workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild a finished store.")] = False,
-    engine: Annotated[
-        str, typer.Option(help="local (process pool) | ray (Ray Data on a Ray cluster).")
-    ] = "local",
-    ray_address: Annotated[
-        str | None,
-        typer.Option(help="Ray cluster to join (auto, ray://host:10001); default: start one here."),
-    ] = None,
+    engine: EngineOption = "local",
+    ray_address: RayAddressOption = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Preprocess the selected slices (224×224, per-image min-max, uint8) into the store."""
@@ -261,6 +261,10 @@ def train(
     augment: Annotated[
         bool | None, typer.Option("--augment/--no-augment", help="Flips, turns, crops.")
     ] = None,
+    checkpoint_every_steps: Annotated[
+        int | None,
+        typer.Option(help="Also write last.pt every N steps (resume mid-epoch)."),
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -280,6 +284,7 @@ def train(
         max_images_per_epoch=max_images_per_epoch,
         train_size=train_size,
         augment=augment,
+        checkpoint_every_steps=checkpoint_every_steps,
     )
     if resume and config is None and all(v is None for v in overrides.values()):
         cfg = None  # continue with the recipe saved in last.pt
@@ -359,13 +364,8 @@ def predict(
     batch_size: Annotated[int, typer.Option(help="Images per model call.")] = 64,
     workers: Annotated[int | None, typer.Option(help="Decoding processes.")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
-    engine: Annotated[
-        str, typer.Option(help="local (process pool) | ray (Ray Data on a Ray cluster).")
-    ] = "local",
-    ray_address: Annotated[
-        str | None,
-        typer.Option(help="Ray cluster to join (auto, ray://host:10001); default: start one here."),
-    ] = None,
+    engine: EngineOption = "local",
+    ray_address: RayAddressOption = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Classify DICOM, NIfTI, NRRD and PNG/JPEG/TIFF files: one row per 2D image."""
