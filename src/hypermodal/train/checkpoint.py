@@ -16,6 +16,11 @@ A checkpoint is a plain dict of tensors and plain Python values (no pickled clas
     history                     one dict per epoch (losses, accuracies, lr, seconds, images/s)
     best                        {"epoch", "metric", "value"}: the best epoch so far
     training_state              last.pt only: optimizer, scheduler, grad scaler, RNG states
+    step_in_epoch               a mid-epoch last.pt only (``checkpoint_every_steps``): global
+                                batches done in epoch ``epoch + 1``; ``training_state.mid_epoch``
+                                then holds that epoch, the step, the steps per epoch, the world
+                                size, the epoch's first learning rate, its training seconds so far
+                                and, per rank, the RNG state and running loss/correct/image sums
 
 Files are written to a temporary name and renamed, so a crash never leaves half a checkpoint.
 """

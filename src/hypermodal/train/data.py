@@ -9,7 +9,9 @@ training resolution run on the device (:func:`to_model_input`). Inference uses t
 so training and prediction see identical inputs.
 
 The epoch order comes from a generator seeded with ``(seed, epoch)``: a run resumed at epoch
-``k`` sees exactly the batches an uninterrupted run would have seen.
+``k`` sees exactly the batches an uninterrupted run would have seen, and one resumed after batch
+``j`` of an epoch (``BatchFeeder.epoch(k, start_batch=j)``) skips the batches already done
+without reading them.
 """
 
 from __future__ import annotations
@@ -311,9 +313,18 @@ class BatchFeeder:
         """Batches (steps) per epoch (the same for every epoch and every rank)."""
         return -(-self.num_images() // self.global_batch_size)
 
-    def epoch(self, epoch: int) -> Iterator[Batch]:
-        """Iterate over the batches of ``epoch``: uint8 images, labels, rows (all on the host)."""
-        source = BatchSource(self.images, self.labels, self.plan(epoch))
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
+        """Iterate over the batches of ``epoch``: uint8 images, labels, rows (all on the host).
+
+        Args:
+            epoch: 0-based epoch number.
+            start_batch: skip the first ``start_batch`` (global) batches without reading their
+                images (a run resumed mid-epoch); the rest are exactly the batches an
+                uninterrupted iteration yields from there on.
+        """
+        if start_batch < 0:
+            raise ValueError(f"start_batch must be ≥ 0, got {start_batch}")
+        source = BatchSource(self.images, self.labels, self.plan(epoch)[start_batch:])
         if not len(source):
             return iter(())
         workers = min(self.workers, len(source))

@@ -33,6 +33,7 @@ import datetime
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -95,6 +96,18 @@ class DistContext:
         if work is not values:
             values.copy_(work.to(values.device))
         return values
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` alone.
+
+        Used for small per-rank state (RNG states, running sums of a partial epoch) that rank 0
+        writes into a mid-epoch checkpoint. Every rank must call it at the same point.
+        """
+        if not self.enabled:
+            return [obj]
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, obj)
+        return gathered
 
     def close(self) -> None:
         """Destroy the process group if this context created it."""

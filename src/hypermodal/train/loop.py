@@ -22,7 +22,8 @@ Outputs in ``out_dir``::
     config.json           resolved config, store path, split hash, class order, versions
     history.csv           one row per finished epoch (rewritten atomically after each epoch)
     tensorboard/          the same scalars for TensorBoard
-    checkpoints/last.pt   every epoch, with optimizer/scheduler/scaler/RNG state (for resume)
+    checkpoints/last.pt   every epoch, with optimizer/scheduler/scaler/RNG state (for resume);
+                          with ``checkpoint_every_steps`` also every N steps (mid-epoch resume)
     checkpoints/best.pt   lowest validation loss so far
     checkpoints/epoch-NNN.pt   the newest ``keep_epochs`` epochs (-1: all, 0: none)
 
@@ -38,7 +39,9 @@ linearly per step; see docs/distributed.md.
 Determinism: the data order of epoch ``e`` depends only on ``(seed, e)`` and the torch RNG is
 re-seeded from ``(seed, e)`` at the start of every epoch, so a resumed run repeats exactly what an
 uninterrupted one does (bit for bit on the CPU; on CUDA up to cuDNN's non-determinism unless
-``deterministic=True``).
+``deterministic=True``). A mid-epoch ``last.pt`` (``checkpoint_every_steps``) also holds each rank's
+RNG state and running sums at that step; a resume skips the batches already done without reading
+them and restores those, so the rest of the epoch is the same too.
 """
 
 from __future__ import annotations
@@ -126,6 +129,7 @@ RESUMABLE_FIELDS = frozenset(
         "keep_epochs",
         "eval_batch_size",
         "compile",
+        "checkpoint_every_steps",
     }
 )
 
@@ -175,6 +179,9 @@ class TrainConfig:
             statistics (a warning and per-rank statistics on the CPU).
         compile: ``torch.compile`` the training forward/backward (CUDA; first epoch pays the
             compilation).
+        checkpoint_every_steps: also write ``last.pt`` every this many optimisation steps
+            (counted from the start of the run), so that an interrupted epoch resumes where it
+            stopped instead of from its start; ``None`` = at the end of every epoch only.
     """
 
     model: str = "resnet18"
@@ -202,6 +209,7 @@ class TrainConfig:
     warmup_epochs: int = 0
     sync_batchnorm: bool = False
     compile: bool = False
+    checkpoint_every_steps: int | None = None
 
     def __post_init__(self) -> None:
         self.model = str(self.model).strip().lower()
@@ -228,6 +236,10 @@ class TrainConfig:
             raise ValueError(f"base_batch_size must be ≥ 1, got {self.base_batch_size}")
         if int(self.warmup_epochs) < 0:
             raise ValueError(f"warmup_epochs must be ≥ 0, got {self.warmup_epochs}")
+        if self.checkpoint_every_steps is not None and int(self.checkpoint_every_steps) < 1:
+            raise ValueError(
+                f"checkpoint_every_steps must be ≥ 1 or None, got {self.checkpoint_every_steps}"
+            )
         if self.keep_epochs < -1:
             raise ValueError("keep_epochs must be -1 (all), 0 (none) or a positive count")
 
@@ -310,6 +322,9 @@ def train_one_epoch(
     world_size: int = 1,
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     step_lr: Callable[[int], float | None] | None = None,
+    start_step: int = 0,
+    start_sums: dict[str, Any] | None = None,
+    on_step: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> dict[str, float]:
     """One pass of SGD over ``batches`` (iterable of uint8 images, labels, rows).
 
@@ -321,6 +336,12 @@ def train_one_epoch(
         reduce: sums a float64 tensor over ranks (``DistContext.all_reduce_sum``); the returned
             loss/accuracy/images are then over the whole global epoch.
         step_lr: learning rate for step ``i`` of this epoch, or ``None`` to leave it (warm-up).
+        start_step: steps of this epoch already done (a run resumed mid-epoch): ``batches``
+            starts at that step, which indexes ``global_sizes`` and ``step_lr``.
+        start_sums: this rank's running sums of the steps already done (``loss_sum``,
+            ``correct``, ``images``), continued from instead of zero.
+        on_step: called after every optimisation step with the number of steps of this epoch
+            done and this rank's running sums (``loss_sum``/``correct`` tensors, ``images``).
 
     Returns:
         ``{"loss", "accuracy", "images"}``; loss is the mean cross-entropy per image.
@@ -329,7 +350,12 @@ def train_one_epoch(
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
-    for step, (x_u8, y, _rows) in enumerate(batches):
+    if start_sums is not None:
+        loss_sum += float(start_sums["loss_sum"])
+        correct += int(start_sums["correct"])
+        seen = int(start_sums["images"])
+    for i, (x_u8, y, _rows) in enumerate(batches):
+        step = start_step + i
         if step_lr is not None:
             lr = step_lr(step)
             if lr is not None:
@@ -362,6 +388,8 @@ def train_one_epoch(
             bar.update(1)
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss.item():.4f}")
+        if on_step is not None:
+            on_step(step + 1, {"loss_sum": loss_sum, "correct": correct, "images": seen})
     return _summarise(loss_sum, correct, seen, reduce)
 
 
@@ -541,6 +569,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    on_step_end: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train a modality classifier on the ``train`` split of a store.
 
@@ -555,11 +584,15 @@ def train(
             saved config.
         progress: tqdm progress bars (only when stderr is a terminal).
         on_epoch_end: called with the epoch's history row after its checkpoints are written.
+        on_step_end: called after every optimisation step (and its step checkpoint, if any)
+            with ``{"epoch", "step", "steps", "global_step"}`` (1-based epoch; steps of it
+            done; steps per epoch; steps since the run started).
 
     Returns:
         Summary dict: ``out_dir``, ``epochs``, ``best_epoch``, ``best_metric``, ``best_value``,
         ``final`` (last history row), ``history``, ``train_seconds``, ``checkpoints``,
-        ``history_csv``, ``device``, ``resumed_from_epoch``, ``num_train_images``,
+        ``history_csv``, ``device``, ``resumed_from_epoch``, ``resumed_from_step``,
+        ``num_train_images``,
         ``num_val_images``, ``notes``.
 
     Raises:
@@ -601,7 +634,17 @@ def train(
     ctx = init_distributed(config.device)
     try:
         return _train(
-            store, store_path, out_dir, config, state, notes, ctx, progress, on_epoch_end, t_start
+            store,
+            store_path,
+            out_dir,
+            config,
+            state,
+            notes,
+            ctx,
+            progress,
+            on_epoch_end,
+            on_step_end,
+            t_start,
         )
     finally:
         ctx.close()
@@ -617,6 +660,7 @@ def _train(
     ctx: DistContext,
     progress: bool,
     on_epoch_end: Callable[[dict[str, Any]], None] | None,
+    on_step_end: Callable[[dict[str, Any]], None] | None,
     t_start: float,
 ) -> dict[str, Any]:
     ckpt_dir = out_dir / CHECKPOINT_DIR
@@ -718,6 +762,7 @@ def _train(
         "value": None,
     }
     start_epoch = 0
+    partial: dict[str, Any] | None = None  # the interrupted epoch of a mid-epoch last.pt
     if state is not None:
         model.load_state_dict(state["model_state"])
         ts = state.get("training_state") or {}
@@ -732,13 +777,34 @@ def _train(
         best = dict(state.get("best") or best)
         start_epoch = int(state["epoch"])
         saved_world = int((state.get("resolved_config") or {}).get("world_size", 1))
+        partial = ts.get("mid_epoch") or None
+        if partial is not None and (
+            int(partial["world_size"]) != world or int(partial["steps"]) != steps_per_epoch
+        ):
+            raise ResumeError(
+                f"{last_path} was written after step {partial['step']} of epoch "
+                f"{partial['epoch']} by {partial['world_size']} process(es) with "
+                f"{partial['steps']} steps per epoch; this run has {world} process(es) and "
+                f"{steps_per_epoch} steps per epoch, so the rest of that epoch cannot be "
+                "replayed. Resume with the same number of processes"
+            )
         if saved_world != world:
             notes.append(
                 f"resumed with {world} processes; the run started with {saved_world} (the "
                 "global batch and the data each step sees changed)"
             )
             log.warning(notes[-1])
-        log.info("resuming %s from epoch %d of %d", out_dir, start_epoch, config.epochs)
+        if partial is not None:
+            log.info(
+                "resuming %s in epoch %d of %d after step %d of %d",
+                out_dir,
+                start_epoch + 1,
+                config.epochs,
+                int(partial["step"]),
+                steps_per_epoch,
+            )
+        else:
+            log.info("resuming %s from epoch %d of %d", out_dir, start_epoch, config.epochs)
 
     resolved = {
         **config.to_dict(),
@@ -782,6 +848,7 @@ def _train(
         "num_val_images": int(len(val_rows)),
         "train_images_per_epoch": train_feed.num_images(),
         "resumed_from_epoch": start_epoch if state is not None else None,
+        "resumed_from_step": int(partial["step"]) if partial is not None else None,
         "notes": notes,
         "versions": versions,
     }
@@ -811,6 +878,51 @@ def _train(
 
         return lr_at
 
+    def training_state(rng: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "optimizer": _to_cpu(optimizer.state_dict()),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+            "rng": rng,
+        }
+
+    def save_step_checkpoint(
+        epoch: int, done: int, sums: dict[str, Any], lr: float, t0: float, seconds_before: float
+    ) -> None:
+        """Write last.pt after step ``done`` of ``epoch`` (0-based); every rank calls this."""
+        mine = {
+            "rng": _rng_state(device),
+            "loss_sum": float(sums["loss_sum"]),
+            "correct": int(sums["correct"]),
+            "images": int(sums["images"]),
+        }
+        ranks = ctx.all_gather_object(mine)  # the same list on every rank: same decision below
+        if not all(math.isfinite(r["loss_sum"]) for r in ranks):
+            log.warning("training loss is not finite at step %d: step checkpoint skipped", done)
+            return
+        ctx.barrier()
+        if main:
+            mid_epoch = {
+                "epoch": epoch + 1,
+                "step": done,
+                "steps": steps_per_epoch,
+                "world_size": world,
+                "lr": lr,
+                "train_seconds": seconds_before + time.perf_counter() - t0,
+                "ranks": ranks,
+            }
+            payload = {
+                **common,
+                "epoch": epoch,
+                "step_in_epoch": done,
+                "history": history,
+                "best": best,
+                "model_state": cpu_state_dict(model),
+                "training_state": {**training_state(ranks[0]["rng"]), "mid_epoch": mid_epoch},
+            }
+            save_checkpoint(last_path, payload)
+        ctx.barrier()
+
     show = bool(progress) and sys.stderr.isatty() and main
     writer = (
         _open_tensorboard(out_dir / TENSORBOARD_DIR, start_epoch + 1 if state else None)
@@ -829,15 +941,53 @@ def _train(
     )
     try:
         for epoch in range(start_epoch, config.epochs):
+            resumed = partial if epoch == start_epoch else None
             torch.manual_seed(_epoch_seed(config.seed, epoch, ctx.rank))
             step_lr = warmup_lr(epoch)
-            lr = step_lr(0) if step_lr is not None else None
-            lr = float(lr if lr is not None else optimizer.param_groups[0]["lr"])
+            if resumed is not None:
+                lr = float(resumed["lr"])  # the epoch's first learning rate, for its history row
+            else:
+                lr = step_lr(0) if step_lr is not None else None
+                lr = float(lr if lr is not None else optimizer.param_groups[0]["lr"])
+            start_batch = int(resumed["step"]) if resumed is not None else 0
+            seconds_before = float(resumed["train_seconds"]) if resumed is not None else 0.0
             bar = _progress_bar(len(train_feed), f"epoch {epoch + 1}/{config.epochs}", show)
+            if bar is not None and start_batch:
+                bar.update(start_batch)
             t0 = time.perf_counter()
+            batches = train_feed.epoch(epoch, start_batch=start_batch)
+            start_sums = None
+            if resumed is not None:
+                # after the loader is made (it draws a seed from torch's generator): the rest of
+                # the epoch sees the generator exactly where the interrupted run left it
+                start_sums = resumed["ranks"][ctx.rank]
+                _restore_rng(start_sums["rng"], device)
+
+            def on_step(
+                done: int,
+                sums: dict[str, Any],
+                epoch: int = epoch,
+                lr: float = lr,
+                t0: float = t0,
+                seconds_before: float = seconds_before,
+            ) -> None:
+                global_step = epoch * steps_per_epoch + done
+                every = config.checkpoint_every_steps
+                if every and global_step % every == 0:
+                    save_step_checkpoint(epoch, done, sums, lr, t0, seconds_before)
+                if on_step_end is not None:
+                    on_step_end(
+                        {
+                            "epoch": epoch + 1,
+                            "step": done,
+                            "steps": steps_per_epoch,
+                            "global_step": global_step,
+                        }
+                    )
+
             tr = train_one_epoch(
                 step_model,
-                train_feed.epoch(epoch),
+                batches,
                 optimizer,
                 device,
                 amp_dtype=amp_dtype,
@@ -850,6 +1000,9 @@ def _train(
                 world_size=world,
                 reduce=reduce,
                 step_lr=step_lr,
+                start_step=start_batch,
+                start_sums=start_sums,
+                on_step=on_step if (config.checkpoint_every_steps or on_step_end) else None,
             )
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -890,11 +1043,11 @@ def _train(
                 "lr": lr,
                 "train_images": int(tr["images"]),
                 "val_images": int(va["images"]),
-                "train_seconds": t1 - t0,
+                "train_seconds": seconds_before + t1 - t0,
                 "val_seconds": t2 - t1,
-                "seconds": t2 - t0,
-                "elapsed_seconds": elapsed + (t2 - t0),
-                "images_per_s": tr["images"] / max(t1 - t0, 1e-9),
+                "seconds": seconds_before + t2 - t0,
+                "elapsed_seconds": elapsed + seconds_before + (t2 - t0),
+                "images_per_s": tr["images"] / max(seconds_before + t1 - t0, 1e-9),
             }
             row = {k: _plain(v) for k, v in row.items()}
             history.append(row)
@@ -915,13 +1068,9 @@ def _train(
                 if config.keep_epochs != 0:
                     save_checkpoint(ckpt_dir / f"epoch-{epoch + 1:03d}.pt", payload)
                     _prune_epoch_checkpoints(ckpt_dir, config.keep_epochs)
-                training_state = {
-                    "optimizer": _to_cpu(optimizer.state_dict()),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-                    "rng": _rng_state(device),
-                }
-                save_checkpoint(last_path, {**payload, "training_state": training_state})
+                save_checkpoint(
+                    last_path, {**payload, "training_state": training_state(_rng_state(device))}
+                )
                 _write_history(out_dir / HISTORY_FILE, history)
             ctx.barrier()
             if writer is not None:
@@ -971,6 +1120,7 @@ def _train(
         "history_csv": str(out_dir / HISTORY_FILE),
         "device": str(device),
         "resumed_from_epoch": start_epoch if state is not None else None,
+        "resumed_from_step": int(partial["step"]) if partial is not None else None,
         "num_train_images": int(len(train_rows)),
         "num_val_images": int(len(val_rows)),
         "world_size": world,
