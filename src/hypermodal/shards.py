@@ -687,3 +687,35 @@ class ShardFeeder:
             for f in loaded.values():
                 f.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+class ShardTrainingData:
+    """A shard set seen through the part of :class:`~hypermodal.store.SliceStore` that
+    training needs (class order, preprocessing, split hash, labels per split), so that
+    ``hypermodal train`` takes a shard folder or ``s3://`` URL wherever it takes a store."""
+
+    def __init__(self, shard_set: ShardSet):
+        from hypermodal.preprocess import PreprocessConfig
+
+        self.set = shard_set
+        self.vocabulary = shard_set.vocabulary()
+        self.preprocess = PreprocessConfig.from_dict(
+            shard_set.meta.get("preprocess") or {"size": shard_set.size}
+        )
+        self.split_hash = str(shard_set.meta.get("split_hash", ""))
+        self.meta = shard_set.meta
+        shard_split = shard_set.shards["split"].to_numpy()
+        self._split_of_sample = shard_split[shard_set.samples["shard"].to_numpy()]
+        self._labels = shard_set.samples["label_index"].to_numpy(dtype=np.int64)
+
+    def rows(self, split: str) -> np.ndarray:
+        """Sample numbers of one split (only their count and labels are used by training)."""
+        return np.flatnonzero(self._split_of_sample == split)
+
+    def labels(self) -> np.ndarray:
+        return self._labels
+
+
+def is_shard_set(location: str | Path) -> bool:
+    """An ``s3://`` URL, or a local folder holding a finished shard set."""
+    return is_s3_url(location) or (Path(location) / META_FILE).exists()

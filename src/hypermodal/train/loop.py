@@ -67,6 +67,7 @@ from torch import nn
 
 from hypermodal.atomic import write_text_atomic
 from hypermodal.models import MODEL_NAMES, build_model
+from hypermodal.shards import ShardFeeder, ShardSet, ShardTrainingData, is_s3_url, is_shard_set
 from hypermodal.store import SliceStore
 from hypermodal.train.checkpoint import (
     autocast_context,
@@ -602,10 +603,14 @@ def train(
         RuntimeError: the training loss became NaN/inf (last.pt keeps the previous epoch).
     """
     t_start = time.perf_counter()
-    store_path = Path(store_path).resolve()
+    if not is_s3_url(store_path):
+        store_path = Path(store_path).resolve()
     out_dir = Path(out_dir)
     last_path = out_dir / CHECKPOINT_DIR / LAST
-    store = SliceStore.open(store_path)
+    if is_shard_set(store_path):  # exported with `hypermodal shard`, local or s3://
+        store: Any = ShardTrainingData(ShardSet.open(str(store_path)))
+    else:
+        store = SliceStore.open(store_path)
     notes: list[str] = []
 
     state: dict[str, Any] | None = None
@@ -650,8 +655,48 @@ def train(
         ctx.close()
 
 
-def _train(
+def _store_feeders(
     store: SliceStore,
+    labels: np.ndarray,
+    train_rows: np.ndarray,
+    val_rows: np.ndarray,
+    config: TrainConfig,
+    ctx: DistContext,
+    device: torch.device,
+    workers: int,
+) -> tuple[BatchFeeder, BatchFeeder]:
+    """Training and validation batches from a memory-mapped slice store."""
+    train_feed = BatchFeeder(
+        store.images,
+        labels,
+        train_rows,
+        config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        balance=config.balance,
+        max_images=config.max_images_per_epoch,
+        device=device,
+        workers=workers,
+        drop_singleton=True,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+    )
+    val_feed = BatchFeeder(
+        store.images,
+        labels,
+        val_rows,
+        config.eval_batch_size or 2 * config.batch_size,
+        shuffle=False,
+        device=device,
+        workers=workers,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+    )
+    return train_feed, val_feed
+
+
+def _train(
+    store: Any,
     store_path: Path,
     out_dir: Path,
     config: TrainConfig,
@@ -698,34 +743,35 @@ def _train(
         )
         log.warning(notes[-1])
 
-    train_feed = BatchFeeder(
-        store.images,
-        labels,
-        train_rows,
-        config.batch_size,
-        shuffle=True,
-        seed=config.seed,
-        balance=config.balance,
-        max_images=config.max_images_per_epoch,
-        device=device,
-        workers=workers,
-        drop_singleton=True,
-        rank=ctx.rank,
-        world_size=ctx.world_size,
-    )
+    if isinstance(store, ShardTrainingData):
+        if config.balance or config.max_images_per_epoch:
+            raise ValueError("training from shards supports neither balance nor an epoch cap")
+        train_feed: Any = ShardFeeder(
+            store.set,
+            "train",
+            config.batch_size,
+            shuffle=True,
+            seed=config.seed,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            merge_singleton=True,
+            pin_memory=device.type == "cuda",
+        )
+        val_feed: Any = ShardFeeder(
+            store.set,
+            "validate",
+            config.eval_batch_size or 2 * config.batch_size,
+            shuffle=False,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            pin_memory=device.type == "cuda",
+        )
+    else:
+        train_feed, val_feed = _store_feeders(
+            store, labels, train_rows, val_rows, config, ctx, device, workers
+        )
     if train_feed.num_images() == 0:
         raise ValueError("training needs at least 2 images per epoch (BatchNorm)")
-    val_feed = BatchFeeder(
-        store.images,
-        labels,
-        val_rows,
-        config.eval_batch_size or 2 * config.batch_size,
-        shuffle=False,
-        device=device,
-        workers=workers,
-        rank=ctx.rank,
-        world_size=ctx.world_size,
-    )
 
     torch.manual_seed(config.seed)
     random.seed(config.seed)
