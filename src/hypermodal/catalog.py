@@ -31,6 +31,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hypermodal.atomic import atomic_path, write_text_atomic
@@ -99,7 +100,7 @@ class DatasetInfo:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class FileTask:
     path: str
     dataset: str
@@ -181,11 +182,17 @@ def _task(path: Path, folder: Path, info: DatasetInfo) -> FileTask:
     )
 
 
-def _read_chunk(args: tuple[list[FileTask], dict[str, Any]]) -> tuple[list[dict], list[dict], dict]:
-    """Worker: headers of a chunk of files -> (rows, errors, per-file outcome counts)."""
+def _read_chunk(
+    args: tuple[list[FileTask], dict[str, Any]],
+) -> tuple[pa.Table, list[dict], dict]:
+    """Worker: headers of a chunk of files -> (rows as an Arrow table, errors, outcome counts).
+
+    Rows are gathered column by column (a multi-frame file adds the same values ``num_images``
+    times), never as one dict per image: a chunk of 512 files × 50 frames stays a few MB.
+    """
     tasks, vocab_dict = args
     vocab = ClassVocabulary.from_dict(vocab_dict)
-    rows: list[dict] = []
+    columns: dict[str, list[Any]] = {name: [] for name in CATALOG_COLUMNS}
     errors: list[dict] = []
     outcome: Counter[str] = Counter()
     excluded: Counter[str] = Counter()
@@ -207,27 +214,28 @@ def _read_chunk(args: tuple[list[FileTask], dict[str, Any]]) -> tuple[list[dict]
             continue
         outcome["cataloged"] += 1
         series = h.series or t.path
-        for i in range(h.num_images):
-            rows.append(
-                {
-                    "dataset": t.dataset,
-                    "patient": h.patient or t.dataset,
-                    "study": h.study or series,
-                    "series": series,
-                    "path": t.path,
-                    "index": i,
-                    "label": label,
-                    "modality": h.modality,
-                    "body_part": (h.body_part or t.body_part or None),
-                    "rows": h.rows,
-                    "columns": h.columns,
-                    "localizer": bool(h.localizer),
-                    "template": t.template,
-                    "format": h.format,
-                    "split": None,
-                }
-            )
-    return rows, errors, {"outcome": dict(outcome), "excluded": dict(excluded)}
+        n = h.num_images
+        same = {
+            "dataset": t.dataset,
+            "patient": h.patient or t.dataset,
+            "study": h.study or series,
+            "series": series,
+            "path": t.path,
+            "label": label,
+            "modality": h.modality,
+            "body_part": (h.body_part or t.body_part or None),
+            "rows": h.rows,
+            "columns": h.columns,
+            "localizer": bool(h.localizer),
+            "template": t.template,
+            "format": h.format,
+            "split": None,
+        }
+        for name, value in same.items():
+            columns[name].extend([value] * n)
+        columns["index"].extend(range(n))
+    table = pa.Table.from_pydict(columns, schema=SCHEMA)
+    return table, errors, {"outcome": dict(outcome), "excluded": dict(excluded)}
 
 
 def _chunks(seq: list[FileTask], size: int) -> list[list[FileTask]]:
@@ -260,9 +268,7 @@ def build_catalog(
     out = Path(out)
     vocabulary = vocabulary or ClassVocabulary()
     tasks = discover(roots)
-    listing = hashlib.sha256(
-        json.dumps([[t.path, t.dataset] for t in tasks] + [vocabulary.to_dict()]).encode()
-    ).hexdigest()[:16]
+    listing = _listing_hash(tasks, vocabulary)
     parts = out.with_name(out.name + ".parts")
     if (
         parts.exists()
@@ -280,9 +286,8 @@ def build_catalog(
     bar.update(sum(len(chunks[i]) for i in range(len(chunks)) if i not in set(todo)))
     vocab_dict = vocabulary.to_dict()
 
-    def save_part(i: int, result: tuple[list[dict], list[dict], dict]) -> None:
-        rows, errors, counts = result
-        table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    def save_part(i: int, result: tuple[pa.Table, list[dict], dict]) -> None:
+        table, errors, counts = result
         with atomic_path(parts / f"part-{i:06d}.parquet") as tmp:
             pq.write_table(table, tmp)
         write_text_atomic(
@@ -300,31 +305,41 @@ def build_catalog(
     bar.close()
 
     summary = CatalogSummary(files_seen=len(tasks))
-    tables = []
     all_errors: list[dict] = []
     outcome: Counter[str] = Counter()
     excluded: Counter[str] = Counter()
-    for i in range(len(chunks)):
-        meta = json.loads((parts / f"part-{i:06d}.json").read_text())
-        all_errors.extend(meta["errors"])
-        outcome.update(meta["outcome"])
-        excluded.update(meta["excluded"])
-        tables.append(pq.read_table(parts / f"part-{i:06d}.parquet", schema=SCHEMA))
-    table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+    per_class: Counter[str] = Counter()
+    datasets: set[str] = set()
+    images = 0
+    # The parts are copied into the catalog one at a time and counted with Arrow: memory stays
+    # at about one part, however many images the catalog holds.
+    with atomic_path(out) as tmp:
+        with pq.ParquetWriter(tmp, SCHEMA) as writer:
+            for i in range(len(chunks)):
+                meta = json.loads((parts / f"part-{i:06d}.json").read_text())
+                all_errors.extend(meta["errors"])
+                outcome.update(meta["outcome"])
+                excluded.update(meta["excluded"])
+                part = pq.read_table(parts / f"part-{i:06d}.parquet", schema=SCHEMA)
+                if part.num_rows:
+                    writer.write_table(part)
+                images += part.num_rows
+                for item in pc.value_counts(part.column("label")).to_pylist():
+                    if item["values"] is not None:
+                        per_class[item["values"]] += item["counts"]
+                datasets.update(v for v in pc.unique(part.column("dataset")).to_pylist())
+                del part
     summary.files_cataloged = outcome["cataloged"]
     summary.files_excluded = outcome["excluded"]
     summary.files_skipped = outcome["skipped"]
     summary.excluded_modalities = dict(sorted(excluded.items()))
-    summary.images = table.num_rows
-    labels = table.column("label").to_pylist()
-    summary.images_per_class = {c: labels.count(c) for c in vocabulary.classes}
-    summary.datasets = len(set(table.column("dataset").to_pylist()))
+    summary.images = images
+    summary.images_per_class = {c: per_class.get(c, 0) for c in vocabulary.classes}
+    summary.datasets = len(datasets)
     summary.seconds = round(time.perf_counter() - start, 3)
     if not summary.reconciles():  # pragma: no cover - a bug, not bad input
         raise RuntimeError(f"catalog counts do not reconcile: {summary}")
 
-    with atomic_path(out) as tmp:
-        pq.write_table(table, tmp)
     write_errors(errors_path(out), all_errors)
     write_text_atomic(
         summary_path(out),
@@ -339,6 +354,16 @@ def build_catalog(
     )
     shutil.rmtree(parts, ignore_errors=True)
     return summary
+
+
+def _listing_hash(tasks: Iterable[FileTask], vocabulary: ClassVocabulary) -> str:
+    """A hash of the input listing (path, dataset) and the vocabulary, fed one file at a time."""
+    h = hashlib.sha256()
+    for t in tasks:
+        h.update(json.dumps([t.path, t.dataset]).encode())
+        h.update(b"\n")
+    h.update(json.dumps(vocabulary.to_dict(), sort_keys=True).encode())
+    return h.hexdigest()[:16]
 
 
 def errors_path(catalog: Path | str) -> Path:

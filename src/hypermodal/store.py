@@ -27,7 +27,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,7 +208,7 @@ class StoreSummary:
         return self.images_planned == self.images_stored + self.images_failed
 
 
-def _chunk_bounds(paths: np.ndarray, target: int) -> list[tuple[int, int]]:
+def _chunk_bounds(paths: Sequence[Any], target: int) -> list[tuple[int, int]]:
     """Split rows into runs of about ``target`` images that never cut a file in two."""
     bounds: list[tuple[int, int]] = []
     n = len(paths)
@@ -280,6 +280,23 @@ def _build_chunk(
     return result
 
 
+class _LazyItems(Sequence[Any]):
+    """A sequence whose items are made when asked for: a local pool holds only the chunks in
+    flight, not a file list for every chunk of the store."""
+
+    def __init__(self, n: int, make: Callable[[int], Any]) -> None:
+        self._n = n
+        self._make = make
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, k: int) -> Any:  # type: ignore[override]
+        if not -self._n <= k < self._n:
+            raise IndexError(k)
+        return self._make(k % self._n)
+
+
 def _write_rows(fd: int, lo: int, images: np.ndarray) -> None:
     """Write ``images`` (rows ``lo``...) into the open ``images.u8`` and sync them to disk."""
     data = memoryview(np.ascontiguousarray(images, dtype=np.uint8)).cast("B")
@@ -321,7 +338,7 @@ def build_store(
     size = preprocess.size
     if (out / META_FILE).exists():
         raise StoreError(f"{out} already holds a finished store; remove it or pass --force")
-    plan = selected.reset_index(drop=True).copy()
+    plan = selected.reset_index(drop=True)  # copy-on-write: ``selected`` is never modified
     unknown = sorted(set(plan["label"]) - set(vocabulary.classes))
     if unknown:
         raise StoreError(f"labels {unknown} are not classes of the vocabulary {vocabulary.classes}")
@@ -355,7 +372,8 @@ def build_store(
             plan.to_parquet(tmp, index=False)
     journal.mkdir(exist_ok=True)
 
-    paths = plan["path"].to_numpy()
+    # the column's own array (Arrow strings), not one Python str per row: sliced per chunk
+    paths = plan["path"].array
     bounds = _chunk_bounds(paths, chunk_images)
     done = {int(p.stem.split("-")[1]) for p in journal.glob("chunk-*.json")}
     todo = [c for c in range(len(bounds)) if c not in done]
@@ -364,12 +382,13 @@ def build_store(
     def chunk_args(c: int, images_path: str) -> tuple:
         lo, hi = bounds[c]
         files: list[tuple[str, list[int], list[int]]] = []
-        for row in range(lo, hi):
-            if files and files[-1][0] == paths[row]:
+        chunk_paths = np.asarray(paths[lo:hi], dtype=object)
+        for row, path in zip(range(lo, hi), chunk_paths, strict=True):
+            if files and files[-1][0] == path:
                 files[-1][1].append(int(idx_col[row]))
                 files[-1][2].append(row)
             else:
-                files.append((str(paths[row]), [int(idx_col[row])], [row]))
+                files.append((str(path), [int(idx_col[row])], [row]))
         return (images_path, n, size, c, files, preprocess.to_dict())
 
     def record(result: dict, fd: int | None) -> None:
@@ -391,7 +410,9 @@ def build_store(
         with engine_scope(engine, workers=workers, address=ray_address) as runner:
             used_workers = runner.workers
             in_place = runner.shares_filesystem
-            work = [chunk_args(c, str(out / IMAGES_FILE) if in_place else "") for c in todo]
+            work = _LazyItems(
+                len(todo), lambda k: chunk_args(todo[k], str(out / IMAGES_FILE) if in_place else "")
+            )
             fd = None if in_place else os.open(out / IMAGES_FILE, os.O_WRONLY)
             try:
                 # _build_chunk is looked up now, not at import, so tests can stand in for it.
@@ -434,7 +455,9 @@ def build_store(
         "split_hash": split_hash,
         "plan_hash": plan_hash,
         "summary": summary.__dict__,
-        "images_per_class_per_split": images_per_class_per_split(plan[plan["ok"]], vocabulary),
+        "images_per_class_per_split": images_per_class_per_split(
+            plan.loc[ok, ["split", "label"]], vocabulary
+        ),
         **(extra_meta or {}),
     }
     write_text_atomic(out / META_FILE, json.dumps(meta, indent=2, default=str))
