@@ -53,7 +53,13 @@ from hypermodal.atomic import atomic_path, write_text_atomic
 from hypermodal.errors import error_record, read_errors, write_errors
 from hypermodal.labels import ClassVocabulary
 from hypermodal.preprocess import PreprocessConfig
-from hypermodal.sources.fetch import FetchOptions, PlanRow, fetch_plan, plan_rows
+from hypermodal.sources.fetch import (
+    FetchOptions,
+    PlanRow,
+    exclusive_lock,
+    fetch_plan,
+    plan_rows,
+)
 from hypermodal.store import (
     ERRORS_FILE,
     IMAGES_FILE,
@@ -276,16 +282,7 @@ def _restore_batch(scratch: Path) -> None:
 
 
 def _lock(path: Path) -> Any:
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fh = open(path, "a")
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.close()
-        raise FileExistsError(f"another hypermodal build is writing to {path.parent}") from None
-    return fh
+    return exclusive_lock(path, "build")
 
 
 def _catalog_batch(

@@ -7,24 +7,12 @@ Series with several instances are copies of one real file that get distinct SOPI
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
+from conftest import pydicom_file  # noqa: E402  (one lookup of pydicom test files)
 
 SOURCES = ("CT_small.dcm", "MR_small.dcm", "emri_small.dcm")
-
-
-def pydicom_file(name: str) -> Path:
-    from pydicom.data import get_testdata_file
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        path = get_testdata_file(name, download=False)
-    if path is None:
-        pytest.skip(f"pydicom test file {name} is not installed")
-    return Path(path)
 
 
 @dataclass

@@ -604,18 +604,26 @@ def pending_rows(rows: list[PlanRow], target: Path, journal: Journal, retry_fail
     return todo, done
 
 
-def _lock_target(target: Path) -> Any:
-    """Hold an exclusive lock on ``target`` (released by the kernel even after ``kill -9``)."""
+def exclusive_lock(path: Path, what: str) -> Any:
+    """Hold an exclusive lock on the file ``path`` (released by the kernel even after
+    ``kill -9``); keep the returned handle open for as long as the lock is needed."""
     import fcntl
 
-    (target / STATE_DIR).mkdir(parents=True, exist_ok=True)
-    fh = open(target / STATE_DIR / "lock", "a")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path, "a")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         fh.close()
-        raise FileExistsError(f"another hypermodal fetch is writing to {target}") from None
+        raise FileExistsError(f"another hypermodal {what} is writing to {path.parent}") from None
     return fh
+
+
+def _lock_target(target: Path) -> Any:
+    try:
+        return exclusive_lock(target / STATE_DIR / "lock", "fetch")
+    except FileExistsError:
+        raise FileExistsError(f"another hypermodal fetch is writing to {target}") from None
 
 
 def fetch_plan(
