@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from hypermodal.atomic import atomic_path, write_text_atomic
-from hypermodal.store import SPLITS, SliceStore
+from hypermodal.store import SPLITS, SliceStore, images_per_class_per_split
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +138,7 @@ def per_dataset_table(predictions: pd.DataFrame, classes: list[str]) -> pd.DataF
 
 def class_counts(store: SliceStore, classes: list[str]) -> dict[str, dict[str, int]]:
     """Usable images per split and class: ``{split: {class: n}}`` (zeros included)."""
-    table = store.table[store.table["ok"].astype(bool)]
-    counts = table.groupby(["split", "label"]).size()
-    names = list(classes) + sorted(set(table["label"]) - set(classes))
-    return {s: {c: int(counts.get((s, c), 0)) for c in names} for s in SPLITS}
+    return images_per_class_per_split(store.table[store.table["ok"].astype(bool)], classes)
 
 
 # ----------------------------------------------------------------------------------- history
@@ -284,8 +281,10 @@ def plot_training_time(history: pd.DataFrame, path: Path, model: str) -> None:
         _empty_axes(ax, "no training history")
     else:
         total = float(history["elapsed_seconds"].iloc[-1])
-        unit, scale = ("hours", 3600.0) if total >= 7200 else (
-            ("minutes", 60.0) if total >= 120 else ("seconds", 1.0)
+        unit, scale = (
+            ("hours", 3600.0)
+            if total >= 7200
+            else (("minutes", 60.0) if total >= 120 else ("seconds", 1.0))
         )
         ep = history["epoch"]
         ax.bar(ep, history["seconds"] / scale, color="#9ecae1", label=f"per epoch ({unit})")

@@ -456,7 +456,7 @@ def build_store(
         "plan_hash": plan_hash,
         "summary": summary.__dict__,
         "images_per_class_per_split": images_per_class_per_split(
-            plan.loc[ok, ["split", "label"]], vocabulary
+            plan.loc[ok, ["split", "label"]], vocabulary.classes
         ),
         **(extra_meta or {}),
     }
@@ -468,11 +468,14 @@ def build_store(
 
 
 def images_per_class_per_split(
-    table: pd.DataFrame, vocabulary: ClassVocabulary
+    table: pd.DataFrame, classes: Iterable[str]
 ) -> dict[str, dict[str, int]]:
-    """{split: {class: images}} for every split and class (zeros included)."""
+    """{split: {class: images}} for every split and class (zeros included); labels of the
+    table outside ``classes`` follow, sorted."""
     counts = table.groupby(["split", "label"]).size()
-    return {s: {c: int(counts.get((s, c), 0)) for c in vocabulary.classes} for s in SPLITS}
+    names = list(classes)
+    names += sorted(set(table["label"]) - set(names))
+    return {s: {c: int(counts.get((s, c), 0)) for c in names} for s in SPLITS}
 
 
 def store_errors(path: Path | str) -> list[dict]:

@@ -637,7 +637,7 @@ def _finish(
         "split_hash": frame_hash(table, ["dataset", "split"]) if n else "",
         "plan_hash": plan_hash,
         "summary": summary.to_dict(),
-        "images_per_class_per_split": images_per_class_per_split(ok, vocab),
+        "images_per_class_per_split": images_per_class_per_split(ok, vocab.classes),
         "built_by": "stream",
         "config": config,
         "dicom_root": str((scratch / FETCH_DIR).resolve()) if keep_dicom else None,

@@ -52,20 +52,14 @@ def build(
     """
     from hypermodal.labels import ClassVocabulary
     from hypermodal.preprocess import PreprocessConfig
-    from hypermodal.sources.fetch import FetchOptions, RetryPolicy
+    from hypermodal.sources.fetch import FetchOptions
     from hypermodal.store import META_FILE
     from hypermodal.stream_build import stream_build
 
     if (out / META_FILE).exists():
         typer.echo(f"{out} is already a finished store", err=True)
         return
-    opts = FetchOptions(
-        workers=workers,
-        retry=RetryPolicy(attempts=max(1, retries), backoff_s=backoff),
-        timeout_s=timeout,
-        s3_endpoint=s3_endpoint,
-        progress=False,
-    )
+    opts = FetchOptions.from_cli(workers, retries, backoff, timeout, s3_endpoint, progress=False)
     summary = stream_build(
         plan,
         out,

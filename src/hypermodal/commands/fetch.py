@@ -39,7 +39,6 @@ def fetch(
     """Download planned series (or a whole DICOMweb server) into --to, verified and resumable."""
     from hypermodal.sources.fetch import (
         FetchOptions,
-        RetryPolicy,
         fetch_plan,
         read_plan,
     )
@@ -49,11 +48,12 @@ def fetch(
 
     if (plan is None) == (dicomweb is None):
         raise ValueError("give either a PLAN file or --dicomweb URL (not both)")
-    opts = FetchOptions(
-        workers=workers,
-        retry=RetryPolicy(attempts=max(1, retries), backoff_s=backoff),
-        timeout_s=timeout,
-        s3_endpoint=s3_endpoint,
+    opts = FetchOptions.from_cli(
+        workers,
+        retries,
+        backoff,
+        timeout,
+        s3_endpoint,
         progress=progress,
         retry_failed=retry_failed,
     )

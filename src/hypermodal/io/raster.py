@@ -100,6 +100,14 @@ def _to_grey(im: Any) -> np.ndarray:
     return np.ascontiguousarray(rgb @ _LUMA)
 
 
+def _page_count(im: Any, path: Path) -> int:
+    """Pages of an opened image (1 except multi-page TIFF); a damaged directory is corrupt."""
+    try:
+        return int(getattr(im, "n_frames", 1) or 1)
+    except (OSError, ValueError, EOFError) as exc:
+        raise CorruptFileError(path, f"damaged page directory ({exc})") from None
+
+
 class RasterReader:
     """Reader for PNG, JPEG, TIFF (one image per page) and BMP files.
 
@@ -140,10 +148,7 @@ class RasterReader:
         path = Path(path)
         im = _open(path)
         try:
-            try:
-                frames = int(getattr(im, "n_frames", 1) or 1)
-            except (OSError, ValueError, EOFError) as exc:
-                raise CorruptFileError(path, f"damaged page directory ({exc})") from None
+            frames = _page_count(im, path)
             width, height = im.size
             return FileHeader(
                 path=str(path),
@@ -177,10 +182,7 @@ class RasterReader:
         path = Path(path)
         im = _open(path)
         try:
-            try:
-                frames = int(getattr(im, "n_frames", 1) or 1)
-            except (OSError, ValueError, EOFError) as exc:
-                raise CorruptFileError(path, f"damaged page directory ({exc})") from None
+            frames = _page_count(im, path)
             wanted = list(range(frames)) if indices is None else [int(i) for i in indices]
             for i in wanted:
                 if not 0 <= i < frames:

@@ -366,6 +366,25 @@ class FetchOptions:
     progress: bool = True
     retry_failed: bool = True  # also retry series a previous run marked failed
 
+    @classmethod
+    def from_cli(
+        cls,
+        workers: int,
+        retries: int,
+        backoff: float,
+        timeout: float,
+        s3_endpoint: str | None,
+        **rest: Any,
+    ) -> FetchOptions:
+        """Options from the command-line flags shared by ``fetch`` and ``build``."""
+        return cls(
+            workers=workers,
+            retry=RetryPolicy(attempts=max(1, retries), backoff_s=backoff),
+            timeout_s=timeout,
+            s3_endpoint=s3_endpoint,
+            **rest,
+        )
+
 
 def make_source(kind: str, opts: FetchOptions) -> Source:
     if kind == "tcia":
