@@ -10,9 +10,9 @@ Measured in the same run, interleaved repeat by repeat, medians printed:
 
 * ``baseline``: a naive sequential loop, one request per series (NBIA ``getImage``; S3: list the
   prefix, then one GET per object), files written as they come, no verification, no retries.
-* ``hypermodal``: :func:`hypermodal.sources.fetch.fetch_plan` with ``--workers`` threads: MD5 /
+* ``hypermodal``: :func:`hypermodal.sources.fetch.run.fetch_plan` with ``--workers`` threads: MD5 /
   ETag checks, DICOM parse of every instance, counts, journal, atomic publish.
-* ``stream build``: :func:`hypermodal.stream_build.stream_build` (fetch → decode → 224² store →
+* ``stream build``: :func:`hypermodal.store.stream.stream_build` (fetch → decode → 224² store →
   delete) from NBIA, for the end-to-end rate.
 
     .venv/bin/python benchmarks/fetch.py                     # ~30 s
@@ -161,7 +161,7 @@ def main() -> None:
                 ),
             }
             if not args.no_stream:
-                from hypermodal.stream_build import stream_build
+                from hypermodal.store.stream import stream_build
 
                 def stream(prefetch: bool) -> Callable[[], int]:
                     def run() -> int:

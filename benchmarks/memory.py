@@ -1,7 +1,7 @@
 """Peak memory (RSS) of catalog + store build, at 10,000 and 100,000 slices.
 
 Each size runs in a fresh child process that builds the catalog of a synthetic DICOM folder
-(:mod:`hypermodal.synthetic`, throughput/memory tests only), marks every row ``train`` and builds
+(:mod:`hypermodal.sources.synthetic`, throughput/memory tests only), marks every row ``train`` and builds
 the store from it. The child reports ``ru_maxrss`` of itself (the driver: catalog table, plan,
 journal, manifest) and of its largest worker process (decode + preprocess of one chunk). The
 target is a flat peak, under 1.5 GB, whatever the number of slices.
@@ -77,7 +77,7 @@ def child(src: Path, out: Path, workers: int) -> None:
 
 
 def run(slices: int, klass: str, frames: int, workers: int, work: Path) -> dict:
-    from hypermodal.synthetic import write_synthetic
+    from hypermodal.sources.synthetic import write_synthetic
 
     src = work / f"src-{slices}"
     files = -(-slices // frames)

@@ -1,7 +1,7 @@
 """Shard reading rate: shuffled batches from the memmap store vs shards (local disk, S3 loopback).
 
 Builds a store of random 224×224 uint8 images (synthetic: throughput only), exports it with
-:func:`hypermodal.shards.export_shards` to a local folder and to a moto S3 server on loopback,
+:func:`hypermodal.store.shards.export_shards` to a local folder and to a moto S3 server on loopback,
 writes the same images as webdataset tar shards (and, with ``--litdata``, litdata chunks), then
 reads one shuffled epoch of every reader, interleaved repeat by repeat, and prints median
 images/s side by side with the memmap baseline measured in the same run:
@@ -42,8 +42,8 @@ import numpy as np
 import pandas as pd
 
 from hypermodal.labels import ClassVocabulary
-from hypermodal.shards import ShardFeeder, ShardSet, export_shards
 from hypermodal.store import SliceStore, write_store_arrays
+from hypermodal.store.shards import ShardFeeder, ShardSet, export_shards
 from hypermodal.train.data import BatchFeeder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

@@ -1,6 +1,6 @@
 """Store build rate (images/s per core) against a paper-style baseline, measured side by side.
 
-Inputs: synthetic 512×512 16-bit CT DICOM from :mod:`hypermodal.synthetic` (throughput only,
+Inputs: synthetic 512×512 16-bit CT DICOM from :mod:`hypermodal.sources.synthetic` (throughput only,
 never accuracy), uncompressed, plus a separate JPEG 2000 (lossless) set.
 
 Measured in the same run, interleaved repeat by repeat so that load from other processes hits
@@ -10,7 +10,7 @@ every variant alike; medians and ratios are printed:
   OpenCV ``INTER_AREA`` straight to 224, per-image min-max, one float32 ``.npy`` per slice.
 * ``decode bound``: pydicom read + decode only (``pydicom.pixels.pixel_array``), nothing stored —
   the ceiling any pipeline that decodes with pydicom can reach.
-* ``hypermodal (1 worker)`` / ``(N workers)``: :func:`hypermodal.store.build_store` writing the
+* ``hypermodal (1 worker)`` / ``(N workers)``: :func:`hypermodal.store.build.build_store` writing the
   memory-mapped store (journal, manifest and all), with 1 worker and with every core.
 
 Files are read from the page cache (they were just written) by every variant alike.
@@ -36,8 +36,8 @@ import pandas as pd
 
 from hypermodal.labels import ClassVocabulary
 from hypermodal.preprocess import PreprocessConfig
+from hypermodal.sources.synthetic import write_synthetic
 from hypermodal.store import build_store
-from hypermodal.synthetic import write_synthetic
 
 cv2.setNumThreads(1)
 

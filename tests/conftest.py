@@ -8,79 +8,11 @@ bad inputs every batch meets in practice.
 
 from __future__ import annotations
 
-import json
-import shutil
-import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def pydicom_file(name: str) -> Path:
-    from pydicom.data import get_testdata_file
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        path = get_testdata_file(name, download=False)
-    if path is None:
-        pytest.skip(f"pydicom test file {name} is not installed")
-    return Path(path)
-
-
-def nibabel_data(name: str) -> Path:
-    from nibabel.testing import data_path
-
-    return Path(data_path) / name
-
-
-def _copy(src: Path, dst_dir: Path, name: str | None = None) -> Path:
-    dst_dir.mkdir(parents=True, exist_ok=True)
-    dst = dst_dir / (name or src.name)
-    shutil.copyfile(src, dst)
-    return dst
-
-
-def make_real_corpus(root: Path) -> dict[str, object]:
-    """Lay out real files as datasets; return what the catalog should find."""
-    from PIL import Image
-
-    from hypermodal.io import iter_images
-
-    _copy(pydicom_file("CT_small.dcm"), root / "ct-small")
-    _copy(pydicom_file("MR_small.dcm"), root / "mr-small")
-    _copy(pydicom_file("emri_small.dcm"), root / "emri")  # MR, 10 frames
-    _copy(pydicom_file("RG3_J2KR.dcm"), root / "cr-leg")  # CR, JPEG 2000 lossless, MONOCHROME1
-    _copy(pydicom_file("US1_UNCR.dcm"), root / "ultrasound")  # US: excluded by the default classes
-    # A NIfTI MR volume: no modality in the header, the dataset says what it is.
-    nii = _copy(nibabel_data("anatomical.nii"), root / "nifti-mr")
-    (root / "nifti-mr" / "dataset.json").write_text(
-        json.dumps({"name": "nifti-mr", "label": "MR", "body_part": "HEAD"})
-    )
-    # A PNG export of a real radiograph (the header is gone, as in a PNG archive export).
-    _, leg = next(iter_images(pydicom_file("RG3_UNCR.dcm")))
-    leg8 = ((leg - leg.min()) / (leg.max() - leg.min()) * 255).astype(np.uint8)
-    (root / "png-xr").mkdir()
-    Image.fromarray(leg8[::4, ::4]).convert("RGB").save(root / "png-xr" / "leg.png")
-    (root / "png-xr" / "dataset.json").write_text(json.dumps({"name": "png-xr", "label": "XR"}))
-    # Bad inputs inside otherwise good datasets.
-    _copy(pydicom_file("MR_truncated.dcm"), root / "mr-small")
-    (root / "mr-small" / "notes.txt").write_text("not an image\n")
-    (root / "ct-small" / "empty.dcm").write_bytes(b"")
-    import nibabel as nib
-
-    img = nib.load(nii)
-    axial = [c in "SI" for c in nib.aff2axcodes(img.affine)].index(True)
-    n_slices = img.shape[axial]
-    return {
-        "files": 10,
-        "skipped": 3,  # truncated DICOM, text file, empty file
-        "excluded": 1,  # ultrasound
-        "images": 1 + 1 + 10 + 1 + 1 + n_slices,
-        "nifti_slices": n_slices,
-    }
+from tests.helpers import SPLIT, make_real_corpus
 
 
 @pytest.fixture(scope="session")
@@ -88,16 +20,6 @@ def real_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[st
     root = tmp_path_factory.mktemp("corpus")
     expected = make_real_corpus(root)
     return root, expected
-
-
-SPLIT = {
-    "ct-small": "train",
-    "mr-small": "train",
-    "emri": "train",
-    "png-xr": "train",
-    "nifti-mr": "validate",
-    "cr-leg": "test",
-}
 
 
 @pytest.fixture(scope="session")

@@ -21,9 +21,9 @@ from hypermodal.catalog import _listing_hash, build_catalog, discover, read_cata
 from hypermodal.io import dicom as dicom_mod
 from hypermodal.io.dicom import DicomReader
 from hypermodal.labels import ClassVocabulary
-from hypermodal.store import SliceStore, _LazyItems, build_store
-from hypermodal.synthetic import write_synthetic
-from io_helpers import pydicom_file
+from hypermodal.sources.synthetic import write_synthetic
+from hypermodal.store.build import SliceStore, _LazyItems, build_store
+from tests.helpers import pydicom_file
 
 READER = DicomReader()
 

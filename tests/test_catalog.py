@@ -11,7 +11,7 @@ from hypermodal.catalog import (
     read_catalog,
     summary_path,
 )
-from hypermodal.errors import read_errors
+from hypermodal.common.rejects import read_errors
 from hypermodal.labels import ClassVocabulary
 
 

@@ -26,7 +26,7 @@ from hypermodal.train import TrainConfig, read_checkpoint, train
 from hypermodal.train.data import BatchFeeder
 from hypermodal.train.distributed import init_distributed, loss_weight, shard_rows
 from hypermodal.train.loop import effective_lr, train_one_epoch, validate
-from test_train import make_store
+from tests.helpers import make_store
 
 # one-process reference: global batch 64; DDP: 2 ranks × 32
 GLOBAL_BATCH = 64

@@ -5,9 +5,9 @@ import json
 import pandas as pd
 import pytest
 
-from conftest import REPO
 from hypermodal.demo import run_demo
 from hypermodal.train.checkpoint import load_model
+from tests.helpers import REPO
 
 
 @pytest.mark.slow

@@ -17,14 +17,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SPLIT
-from hypermodal import store as store_mod
 from hypermodal.catalog import build_catalog, errors_path, read_catalog, summary_path
-from hypermodal.engines import EngineError, LocalEngine, engine_scope, get_engine
+from hypermodal.common.engines import EngineError, LocalEngine, engine_scope, get_engine
 from hypermodal.labels import ClassVocabulary
 from hypermodal.preprocess import PreprocessConfig
 from hypermodal.split import SplitPlan, apply_split
 from hypermodal.store import ERRORS_FILE, IMAGES_FILE, MANIFEST_FILE, META_FILE, build_store
+from hypermodal.store import build as store_mod
+from tests.helpers import SPLIT
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(
@@ -120,7 +120,7 @@ def test_store_written_by_the_driver_matches_workers_writing_the_memmap(selected
 def ray_engine():
     if not HAS_RAY:
         pytest.skip("ray is not installed (pip install 'hypermodal[cluster]')")
-    from hypermodal.engines import RayEngine
+    from hypermodal.common.engines import RayEngine
 
     engine = RayEngine(workers=2)  # a private local instance: ray.init(num_cpus=2, ...)
     yield engine
@@ -250,7 +250,7 @@ def test_store_interrupted_locally_resumes_on_ray(selected, ray_engine, tmp_path
 @needs_ray
 @pytest.mark.slow
 def test_predict_on_ray_matches_process_pool(real_corpus, tiny_checkpoint, ray_engine, tmp_path):
-    from hypermodal.predict import predict
+    from hypermodal.inference import predict
 
     root, _ = real_corpus
     runs = {}

@@ -16,14 +16,15 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
 from hypermodal.evaluate import (
+    PAPER_RESULTS,
     accuracy,
     balanced_accuracy,
     confusion_matrix,
     evaluate,
     per_dataset_table,
+    write_report,
 )
 from hypermodal.labels import ClassVocabulary
-from hypermodal.report import PAPER_RESULTS, write_report
 from hypermodal.store import SliceStore, write_store_arrays
 from hypermodal.train import TrainConfig, train
 

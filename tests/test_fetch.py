@@ -33,8 +33,8 @@ from hypermodal.sources.fetch import (
     safe_extract_zip,
     verify_series,
 )
-from servers.dicom_data import make_corpus, plan_records, pydicom_file, write_plan
-from servers.nbia_server import nbia_server
+from tests.servers.dicom_data import make_corpus, plan_records, pydicom_file, write_plan
+from tests.servers.nbia_server import nbia_server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -366,7 +366,7 @@ def test_killed_fetch_resumes_to_exactly_the_plan(corpus, tmp_path):
 
 
 def test_second_fetch_into_the_same_folder_is_refused(tmp_path):
-    from hypermodal.sources.fetch import _lock_target
+    from hypermodal.sources.fetch.run import _lock_target
 
     held = _lock_target(tmp_path)
     try:

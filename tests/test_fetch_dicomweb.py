@@ -8,10 +8,10 @@ import pytest
 from typer.testing import CliRunner
 
 from hypermodal.cli import app
-from hypermodal.sources.dicomweb import list_series
 from hypermodal.sources.fetch import FetchOptions, RetryPolicy, fetch_plan, plan_rows
-from servers.dicom_data import make_corpus, plan_records
-from servers.orthanc import orthanc_server
+from hypermodal.sources.fetch.dicomweb import list_series
+from tests.servers.dicom_data import make_corpus, plan_records
+from tests.servers.orthanc import orthanc_server
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ from hypermodal.sources.fetch import (
     fetch_plan,
     plan_rows,
 )
-from hypermodal.sources.idc import IDCSource, parse_s3_url
-from servers.dicom_data import make_corpus, plan_records
-from servers.s3 import BUCKET, s3_server
+from hypermodal.sources.fetch.idc import IDCSource, parse_s3_url
+from tests.servers.dicom_data import make_corpus, plan_records
+from tests.servers.s3 import BUCKET, s3_server
 
 pytest.importorskip("moto")
 

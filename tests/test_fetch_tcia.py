@@ -14,9 +14,9 @@ from hypermodal.sources.fetch import (
     iter_verified,
     plan_rows,
 )
-from hypermodal.sources.tcia import NBIAClient, parse_md5_csv
-from servers.dicom_data import make_corpus, plan_records
-from servers.nbia_server import nbia_server
+from hypermodal.sources.fetch.tcia import NBIAClient, parse_md5_csv
+from tests.servers.dicom_data import make_corpus, plan_records
+from tests.servers.nbia_server import nbia_server
 
 
 @pytest.fixture(scope="module")

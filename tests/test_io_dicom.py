@@ -13,7 +13,7 @@ from pydicom.sequence import Sequence
 
 from hypermodal.io import CorruptFileError, UnsupportedFileError
 from hypermodal.io.dicom import DicomReader, sniff_dicom
-from io_helpers import copy_as, luminance, nibabel_file, pydicom_file, truncate_copy
+from tests.helpers import copy_as, luminance, nibabel_file, pydicom_file, truncate_copy
 
 READER = DicomReader()
 

@@ -18,7 +18,7 @@ from hypermodal.io import CorruptFileError, UnsupportedFileError, iter_images, r
 from hypermodal.io import volume as volume_module
 from hypermodal.io.nifti import NiftiReader, plan_slices
 from hypermodal.io.volume import MetaImageReader, NrrdReader
-from io_helpers import copy_as, luminance, nibabel_file
+from tests.helpers import copy_as, luminance, nibabel_file
 
 READER = NiftiReader()
 RNG = np.random.default_rng(0)

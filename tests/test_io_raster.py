@@ -10,7 +10,7 @@ from PIL import Image
 
 from hypermodal.io import CorruptFileError, UnsupportedFileError, iter_images, read_header
 from hypermodal.io.raster import RasterReader, sniff_raster
-from io_helpers import luminance
+from tests.helpers import luminance
 
 READER = RasterReader()
 RNG = np.random.default_rng(0)

@@ -30,7 +30,7 @@ from hypermodal.io.registry import (
     registered_readers,
     unregister_reader,
 )
-from io_helpers import copy_as, pydicom_file
+from tests.helpers import copy_as, pydicom_file
 
 
 @pytest.fixture

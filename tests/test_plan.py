@@ -12,17 +12,17 @@ import yaml
 from typer.testing import CliRunner
 
 from hypermodal.labels import ClassVocabulary
-from hypermodal.plan import (
+from hypermodal.sources.plan import (
     SpecError,
     apply_caps,
     build_plan,
+    idc_index,
     load_spec,
     paper_spec,
     parse_spec,
     plan_from_index,
     write_plan,
 )
-from hypermodal.sources import idc_index
 from hypermodal.split import SPLITS
 
 COLLECTIONS = {

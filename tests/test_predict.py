@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import nibabel_data, pydicom_file
-from hypermodal.predict import predict
+from hypermodal.inference import predict
+from tests.helpers import nibabel_file, pydicom_file
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def archive(tmp_path_factory, real_corpus):
     shutil.copy(pydicom_file("emri_small.dcm"), arch / "emri.dcm")  # 10 frames, one series
     shutil.copy(pydicom_file("CT_small.dcm"), arch / "ct.dcm")
     (arch / "sub").mkdir()
-    shutil.copy(nibabel_data("anatomical.nii"), arch / "sub" / "brain.nii")
+    shutil.copy(nibabel_file("anatomical.nii"), arch / "sub" / "brain.nii")
     shutil.copy(root / "png-xr" / "leg.png", arch / "sub" / "leg.png")
     shutil.copy(pydicom_file("MR_truncated.dcm"), arch / "sub" / "broken.dcm")
     return arch

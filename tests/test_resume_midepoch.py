@@ -26,7 +26,7 @@ import torch
 
 from hypermodal.train import ResumeError, TrainConfig, read_checkpoint, train
 from hypermodal.train.data import BatchFeeder
-from test_train import make_store
+from tests.helpers import make_store
 
 TESTS = Path(__file__).resolve().parent
 TIME_COLUMNS = ["train_seconds", "val_seconds", "seconds", "elapsed_seconds", "images_per_s"]

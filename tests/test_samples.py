@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 from hypermodal.labels import ClassVocabulary
-from hypermodal.sources import samples as samples_mod
-from hypermodal.sources.samples import (
+from hypermodal.sources.samples import PACKAGES, manifest_for
+from hypermodal.sources.samples import gather as samples_mod
+from hypermodal.sources.samples.gather import (
     DATASET_JSON,
     SAMPLES_JSON,
     _cluster_images,
@@ -31,7 +32,6 @@ from hypermodal.sources.samples import (
     ensure_wheel,
     gather_samples,
 )
-from hypermodal.sources.samples_manifest import PACKAGES, manifest_for
 
 REPO = Path(__file__).resolve().parents[1]
 WHEEL_CACHE = REPO / ".cache" / "wheels"

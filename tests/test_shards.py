@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from hypermodal.labels import ClassVocabulary
-from hypermodal.shards import (
+from hypermodal.store import SliceStore, write_store_arrays
+from hypermodal.store.shards import (
     META_FILE,
     SHARDS_FILE,
     ShardError,
@@ -20,7 +21,6 @@ from hypermodal.shards import (
     export_shards,
     images_per_shard,
 )
-from hypermodal.store import SliceStore, write_store_arrays
 
 SIZE = 8
 SHARD_MB = 20 * SIZE * SIZE / 2**20  # 20 images per shard
@@ -98,7 +98,7 @@ def test_shards_are_random_samples_of_their_split(store, shard_dir):
 
 def test_s3_round_trip_via_moto(store, monkeypatch):
     from hypermodal.cli import app
-    from servers.s3 import s3_server
+    from tests.servers.s3 import s3_server
 
     with s3_server() as server:
         server.client.create_bucket(Bucket="shards")

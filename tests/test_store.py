@@ -4,8 +4,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SPLIT
-from hypermodal import store as store_mod
 from hypermodal.catalog import build_catalog, read_catalog
 from hypermodal.io import iter_images
 from hypermodal.labels import ClassVocabulary
@@ -19,6 +17,8 @@ from hypermodal.store import (
     build_store,
     store_errors,
 )
+from hypermodal.store import build as store_mod
+from tests.helpers import SPLIT
 
 
 @pytest.fixture(scope="module")

@@ -21,14 +21,14 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from hypermodal import stream_build as sb
 from hypermodal.catalog import build_catalog, read_catalog
 from hypermodal.cli import app
 from hypermodal.labels import ClassVocabulary
 from hypermodal.sources.fetch import FetchOptions, RetryPolicy, fetch_plan, plan_rows
 from hypermodal.store import SliceStore, build_store, store_errors
-from servers.dicom_data import make_corpus, plan_records, write_plan
-from servers.nbia_server import nbia_server
+from hypermodal.store import stream as sb
+from tests.servers.dicom_data import make_corpus, plan_records, write_plan
+from tests.servers.nbia_server import nbia_server
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "validate", "test", "train", "validate", "test")
@@ -294,7 +294,7 @@ def test_cli_build(corpus, server, tmp_path):
 
 def test_idc_rows_from_s3(tmp_path):
     pytest.importorskip("moto")
-    from servers.s3 import s3_server
+    from tests.servers.s3 import s3_server
 
     corpus = make_corpus(tmp_path / "corpus", n_series=3, per_series=2, dataset="idc")
     with s3_server() as srv:

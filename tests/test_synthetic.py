@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hypermodal.io import iter_images, read_header
-from hypermodal.synthetic import CLASS_SPECS, class_spec, write_synthetic
+from hypermodal.sources.synthetic import CLASS_SPECS, class_spec, write_synthetic
 
 
 def test_each_class_has_its_size_modality_and_depth(tmp_path):

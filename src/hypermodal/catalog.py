@@ -3,7 +3,7 @@
 Columns (see :data:`CATALOG_COLUMNS`): ``dataset, patient, study, series, path, index, label,
 modality, body_part, rows, columns, localizer, template, format, split``. ``label`` is the class
 from the vocabulary (``None`` rows are not written: images of excluded modalities are counted in
-the summary instead). ``split`` stays empty until :mod:`hypermodal.split` assigns it.
+the summary instead). ``split`` stays empty until :mod:`hypermodal.split.assignment` assigns it.
 
 Datasets: a folder given to :func:`build_catalog` holds one sub-folder per dataset (as the
 paper's download did). A sub-folder may carry a ``dataset.json`` (written by
@@ -11,7 +11,7 @@ paper's download did). A sub-folder may carry a ``dataset.json`` (written by
 Modality (NIfTI, PNG), ``body_part``, and ``template``/``phantom`` flags.
 
 The build walks files in sorted order, reads headers in parallel in chunks (on a local process
-pool or a Ray cluster, see :mod:`hypermodal.engines`), and the driver writes each chunk's rows
+pool or a Ray cluster, see :mod:`hypermodal.common.engines`), and the driver writes each chunk's rows
 to a part file, so an interrupted build resumes where it stopped. Workers only read headers and
 return rows, so the catalog is the same whichever engine ran them.
 """
@@ -34,12 +34,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hypermodal.atomic import atomic_path, write_text_atomic
-from hypermodal.engines import Engine, engine_scope
-from hypermodal.errors import error_record, write_errors
+from hypermodal.common.engines import Engine, engine_scope
+from hypermodal.common.files import atomic_path, write_text_atomic
+from hypermodal.common.progress import progress_bar
+from hypermodal.common.rejects import error_record, write_errors
 from hypermodal.io import ImageReadError, read_header
 from hypermodal.labels import ClassVocabulary
-from hypermodal.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ def build_catalog(
     Part files in ``<out>.parts/`` make the build resumable; they are removed at the end.
 
     ``engine`` is ``"local"`` (process pool of ``workers``), ``"ray"`` (Ray Data; a local Ray
-    instance, or the cluster at ``ray_address``), or an :class:`~hypermodal.engines.Engine` the
+    instance, or the cluster at ``ray_address``), or an :class:`~hypermodal.common.engines.Engine` the
     caller owns. With Ray, every worker must see the files at the same paths.
     """
     import time

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hypermodal.atomic import write_text_atomic
+from hypermodal.common.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,9 @@ def run_demo(
     pixels from the 224 store, and a per-epoch image cap so it runs in minutes on 2 CPU cores.
     """
     from hypermodal.catalog import build_catalog, read_catalog
-    from hypermodal.evaluate import evaluate
+    from hypermodal.evaluate import evaluate, write_report
     from hypermodal.labels import ClassVocabulary
     from hypermodal.preprocess import PreprocessConfig
-    from hypermodal.report import write_report
     from hypermodal.sources.samples import gather_samples
     from hypermodal.split import apply_split, split_or_reuse
     from hypermodal.store import META_FILE, SliceStore, build_store

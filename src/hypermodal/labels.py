@@ -123,7 +123,7 @@ class ClassVocabulary:
         return cls(classes=names, modality_map=mapping, other=other.upper() if other else None)
 
     def save(self, path: Path) -> None:
-        from hypermodal.atomic import write_text_atomic
+        from hypermodal.common.files import write_text_atomic
 
         write_text_atomic(path, json.dumps(self.to_dict(), indent=2))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conftest import pydicom_file  # noqa: E402  (one lookup of pydicom test files)
+from tests.helpers import pydicom_file
 
 SOURCES = ("CT_small.dcm", "MR_small.dcm", "emri_small.dcm")
 

@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
-from servers.dicom_data import Series
+from tests.servers.dicom_data import Series
 
 
 def _zip(members: list[tuple[str, bytes]], symlinks: list[tuple[str, str]] = ()) -> bytes:

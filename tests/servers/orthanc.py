@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from servers.dicom_data import free_port
+from tests.servers.dicom_data import free_port
 
 PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from servers.dicom_data import Series, free_port
+from tests.servers.dicom_data import Series, free_port
 
 BUCKET = "idc-open-data"
 

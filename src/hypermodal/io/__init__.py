@@ -1,6 +1,7 @@
 """Image readers: one module per format family, chosen by :mod:`hypermodal.io.registry`."""
 
-from hypermodal.io.base import CorruptFileError, FileHeader, ImageReadError, UnsupportedFileError
+from hypermodal.common.errors import CorruptFileError, ImageReadError, UnsupportedFileError
+from hypermodal.io.base import FileHeader
 from hypermodal.io.registry import (
     iter_images,
     read_header,

@@ -18,23 +18,6 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 
-class ImageReadError(Exception):
-    """A file could not be read; ``reason`` is a short, human-readable cause."""
-
-    def __init__(self, path: Path | str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
-
-
-class UnsupportedFileError(ImageReadError):
-    """Not an image format any reader handles (or an image without pixel data)."""
-
-
-class CorruptFileError(ImageReadError):
-    """A file of a known format that is truncated, malformed, or cannot be decoded."""
-
-
 @dataclass
 class FileHeader:
     """What a reader learns from a file without decoding pixels."""

@@ -51,7 +51,8 @@ from pydicom.filereader import read_dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, as_pixel_options, get_decoder
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from hypermodal.io.base import CorruptFileError, FileHeader, UnsupportedFileError
+from hypermodal.common.errors import CorruptFileError, UnsupportedFileError
+from hypermodal.io.base import FileHeader
 
 try:  # private, but what pydicom.pixels itself uses; without it every read goes through dcmread
     from pydicom.filereader import _read_file_meta_info

@@ -36,7 +36,8 @@ import nibabel as nib
 import numpy as np
 from nibabel.fileholders import FileHolder
 
-from hypermodal.io.base import CorruptFileError, FileHeader, UnsupportedFileError
+from hypermodal.common.errors import CorruptFileError, UnsupportedFileError
+from hypermodal.io.base import FileHeader
 
 __all__ = ["LUMA_WEIGHTS", "NiftiReader", "SlicePlan", "plan_slices", "sniff_nifti", "to_grey"]
 

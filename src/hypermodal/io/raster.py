@@ -21,7 +21,8 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from hypermodal.io.base import CorruptFileError, FileHeader, UnsupportedFileError
+from hypermodal.common.errors import CorruptFileError, UnsupportedFileError
+from hypermodal.io.base import FileHeader
 
 __all__ = ["RasterReader", "sniff_raster"]
 

@@ -23,13 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hypermodal.io.base import (
-    CorruptFileError,
-    FileHeader,
-    ImageReadError,
-    Reader,
-    UnsupportedFileError,
-)
+from hypermodal.common.errors import CorruptFileError, ImageReadError, UnsupportedFileError
+from hypermodal.io.base import FileHeader, Reader
 from hypermodal.io.dicom import DicomReader
 from hypermodal.io.nifti import NiftiReader
 from hypermodal.io.raster import RasterReader

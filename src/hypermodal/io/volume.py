@@ -29,7 +29,8 @@ from typing import IO, Any, ClassVar, cast
 import nibabel as nib
 import numpy as np
 
-from hypermodal.io.base import CorruptFileError, FileHeader, UnsupportedFileError
+from hypermodal.common.errors import CorruptFileError, UnsupportedFileError
+from hypermodal.io.base import FileHeader
 from hypermodal.io.nifti import SlicePlan, plan_slices, to_grey
 
 __all__ = ["MetaImageReader", "NrrdReader", "axcodes_from_directions"]

@@ -11,7 +11,7 @@ A checkpoint is a plain dict of tensors and plain Python values (no pickled clas
     train_size                  side length fed to the network (inference resizes to it too)
     config                      the resolved TrainConfig.to_dict()
     store_path, split_hash      where the training data came from
-    versions                    package versions (hypermodal.versions.package_versions())
+    versions                    package versions (hypermodal.common.versions.package_versions())
     epoch                       completed epochs
     history                     one dict per epoch (losses, accuracies, lr, seconds, images/s)
     best                        {"epoch", "metric", "value"}: the best epoch so far
@@ -39,7 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from hypermodal.atomic import atomic_path
+from hypermodal.common.errors import CheckpointError
+from hypermodal.common.files import atomic_path
 from hypermodal.labels import ClassVocabulary
 from hypermodal.models import build_model
 from hypermodal.preprocess import PreprocessConfig
@@ -62,10 +63,6 @@ REQUIRED_KEYS = (
     "epoch",
     "history",
 )
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, corrupt, or not a hypermodal checkpoint."""
 
 
 def save_checkpoint(path: Path | str, payload: dict[str, Any]) -> None:

@@ -65,10 +65,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hypermodal.atomic import write_text_atomic
+from hypermodal.common.errors import ResumeError
+from hypermodal.common.files import write_text_atomic
+from hypermodal.common.versions import package_versions
 from hypermodal.models import MODEL_NAMES, build_model
-from hypermodal.shards import ShardFeeder, ShardSet, ShardTrainingData, is_s3_url, is_shard_set
 from hypermodal.store import SliceStore
+from hypermodal.store.shards import (
+    ShardFeeder,
+    ShardSet,
+    ShardTrainingData,
+    is_s3_url,
+    is_shard_set,
+)
 from hypermodal.train.checkpoint import (
     autocast_context,
     cpu_state_dict,
@@ -87,7 +95,6 @@ from hypermodal.train.distributed import (
     loss_weight,
     rank_device,
 )
-from hypermodal.versions import package_versions
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +140,6 @@ RESUMABLE_FIELDS = frozenset(
         "checkpoint_every_steps",
     }
 )
-
-
-class ResumeError(RuntimeError):
-    """A run cannot be resumed (different split, different recipe, or no run to resume)."""
 
 
 @dataclass
@@ -575,7 +578,7 @@ def train(
     """Train a modality classifier on the ``train`` split of a store.
 
     Args:
-        store_path: a finished slice store (``hypermodal.store``).
+        store_path: a finished slice store (``hypermodal.store.build``).
         out_dir: run folder (created); see the module docstring for its contents.
         config: training settings; ``None`` = :class:`TrainConfig` defaults, or, with
             ``resume=True``, the config saved in ``last.pt``.

@@ -1,0 +1,1 @@
+"""Plumbing shared by every stage: errors, atomic files, the rejects file, progress, engines."""
