@@ -57,7 +57,7 @@ from hypermodal.sources.fetch import (
     FetchOptions,
     PlanRow,
     fetch_plan,
-    plan_rows,
+    read_plan,
 )
 from hypermodal.store.build import (
     ERRORS_FILE,
@@ -79,69 +79,22 @@ PARTS_DIR = "parts"
 FETCH_DIR = "fetch"
 BATCH_DIR = "batch"
 WORK_DIR = "work"
-_SPLIT_ALIASES = {"val": "validate", "valid": "validate", "validation": "validate"}
 
 
 # ------------------------------------------------------------------------------------- plan
-@dataclass(frozen=True)
-class PlannedSeries:
-    """One plan row: where to fetch it, its split, and how many of its images to keep."""
-
-    row: PlanRow
-    split: str | None
-    kept_images: int | None  # None: no caps given, keep every image
-
-    @property
-    def key(self) -> str:
-        return self.row.key
-
-
-def _value(rec: dict[str, Any], *names: str) -> Any:
-    for name in names:
-        value = rec.get(name)
-        if value is None:
-            continue
-        with contextlib.suppress(TypeError, ValueError):
-            if pd.isna(value):
-                continue
-        if value != "":
-            return value
-    return None
-
-
 def read_stream_plan(
     plan: Path | str | pd.DataFrame, skipped: list[dict[str, Any]] | None = None
-) -> list[PlannedSeries]:
-    """The fetchable series of a plan (Parquet from ``hypermodal plan`` or a DataFrame), in order.
-
-    ``split`` comes from the plan's ``split`` column (``val`` → ``validate``); ``kept_images``
-    from ``kept_images`` (the plan's caps). Rows that cannot be fetched (``external``) go to
-    ``skipped``; a series listed twice is taken once.
-    """
-    df = plan if isinstance(plan, pd.DataFrame) else pd.read_parquet(Path(plan))
-    out: list[PlannedSeries] = []
-    seen: set[str] = set()
-    for i, rec in enumerate(df.to_dict("records")):
-        rows = plan_rows([rec], skipped)
-        if not rows:
-            if skipped:
-                skipped[-1]["row"] = i
-            continue
-        row = rows[0]
-        if row.key in seen:
-            continue
-        seen.add(row.key)
-        split = _value(rec, "split")
-        if split is not None:
-            split = _SPLIT_ALIASES.get(str(split).strip().lower(), str(split).strip().lower())
-            if split not in SPLITS:
-                raise ValueError(f"plan row {i} ({row.key}): unknown split {split!r}")
-        kept = _value(rec, "kept_images")
-        out.append(PlannedSeries(row, split, int(kept) if kept is not None else None))
-    return out
+) -> list[PlanRow]:
+    """The fetchable series of a plan (:func:`hypermodal.sources.fetch.read_plan`), each with a
+    known split (``None`` where the plan has none) or a :class:`ValueError` naming the row."""
+    rows = read_plan(plan, skipped)
+    for row in rows:
+        if row.split is not None and row.split not in SPLITS:
+            raise ValueError(f"plan row {row.key}: unknown split {row.split!r}")
+    return rows
 
 
-def _plan_hash(series: list[PlannedSeries], preprocess: PreprocessConfig, vocab: ClassVocabulary):
+def _plan_hash(series: list[PlanRow], preprocess: PreprocessConfig, vocab: ClassVocabulary):
     h = hashlib.sha256()
     h.update(json.dumps([preprocess.to_dict(), vocab.to_dict()], sort_keys=True).encode())
     for s in series:
@@ -287,7 +240,7 @@ def _lock(path: Path) -> Any:
 def _catalog_batch(
     batch_dir: Path,
     work: Path,
-    series: list[PlannedSeries],
+    series: list[PlanRow],
     vocab: ClassVocabulary,
     engine: Any,
     default_split: str | None,
@@ -451,7 +404,7 @@ def stream_build(
         fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
 
         def start_fetch(i: int) -> Future:
-            rows = [s.row for s in batches[i]]
+            rows = list(batches[i])
             return fetcher.submit(_fetch_batch, rows, scratch / FETCH_DIR, opts, sources)
 
         with fetcher, get_engine("local", workers=workers) as engine:
@@ -467,8 +420,8 @@ def stream_build(
                 work.mkdir(parents=True, exist_ok=True)
                 ok_series = [s for s in batch if s.key not in failed]
                 for s in ok_series:
-                    src = scratch / FETCH_DIR / s.row.dataset / s.row.series
-                    dest = batch_dir / s.row.dataset / s.row.series
+                    src = scratch / FETCH_DIR / s.dataset / s.series
+                    dest = batch_dir / s.dataset / s.series
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     os.replace(src, dest)
                 if k + 1 < len(batches):  # the next batch downloads while this one decodes
@@ -576,8 +529,8 @@ def _finish(
     out: Path,
     journal: BuildJournal,
     summary: StreamBuildSummary,
-    capped_out: list[PlannedSeries],
-    planned: list[PlannedSeries],
+    capped_out: list[PlanRow],
+    planned: list[PlanRow],
     vocab: ClassVocabulary,
     preprocess: PreprocessConfig,
     plan_hash: str,

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
+from hypermodal.sources.fetch.plan_rows import TCIA_DEFAULT_URL, PlanRow, plan_rows, read_plan
 from hypermodal.sources.fetch.run import (
     FAILED,
-    TCIA_DEFAULT_URL,
     VERIFIED,
     Download,
     FetchError,
     FetchOptions,
     Journal,
     PermanentFetchError,
-    PlanRow,
     RetryPolicy,
     UnsafeArchiveError,
     ZipLimits,
     dry_run,
     fetch_plan,
     iter_verified,
-    plan_rows,
-    read_plan,
     safe_extract_zip,
     verify_series,
 )

@@ -16,12 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hypermodal.sources.fetch.plan_rows import PlanRow, plan_rows
 from hypermodal.sources.fetch.run import (
     Download,
     FetchError,
     FetchOptions,
-    PlanRow,
-    plan_rows,
     with_retries,
 )
 

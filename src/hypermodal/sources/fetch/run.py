@@ -1,21 +1,6 @@
 """Resumable, verified downloads of planned series from IDC, TCIA (NBIA v4) and DICOMweb.
 
-The plan is a Parquet file with one row per series (written by ``hypermodal plan``). Columns used:
-
-========== ======== ==================================================================
-column     required meaning
-========== ======== ==================================================================
-series     yes      SeriesInstanceUID (or a ``SeriesInstanceUID`` column)
-source     yes      ``idc`` | ``tcia`` | ``dicomweb``; other rows (``external``) are skipped
-url        yes      IDC: ``s3://bucket/<crdc_series_uuid>/*`` (or ``series_aws_url``);
-                    TCIA: base URL of the NBIA v4 API (default: TCIA's public one);
-                    DICOMweb: base URL of the server
-dataset    no       folder name for the series (default: ``source``)
-study      no       StudyInstanceUID (or ``StudyInstanceUID``; DICOMweb looks it up if absent)
-patient    no       PatientID (or ``PatientID``; reported only)
-images     no       expected instance count; checked when present
-size_MB    no       expected size (or ``series_size_MB``); for ``--dry-run`` and the progress bar
-========== ======== ==================================================================
+The plan is read by :mod:`hypermodal.sources.fetch.plan_rows` (its columns are listed there).
 
 Layout of the target folder ``DIR``::
 
@@ -53,127 +38,20 @@ from typing import Any, Protocol
 
 from hypermodal.common.errors import FetchError, PermanentFetchError, UnsafeArchiveError
 from hypermodal.common.files import exclusive_lock, fsync_dir
+from hypermodal.sources.fetch.plan_rows import (
+    PlanRow,
+    safe_name,
+)
 
 log = logging.getLogger(__name__)
 
 STATE_DIR = ".fetch"
 JOURNAL = "journal.sqlite"
 PENDING, DOWNLOADING, VERIFIED, FAILED = "pending", "downloading", "verified", "failed"
-SOURCES = ("idc", "tcia", "dicomweb")
-TCIA_DEFAULT_URL = "https://services.cancerimagingarchive.net/nbia-api/services/v4"
 CHUNK = 1 << 20
 
 
 # ------------------------------------------------------------------------------------- errors
-# --------------------------------------------------------------------------------------- plan
-@dataclass(frozen=True)
-class PlanRow:
-    series: str
-    source: str
-    url: str
-    dataset: str = ""
-    study: str | None = None
-    patient: str | None = None
-    images: int | None = None
-    size_MB: float | None = None
-
-    @property
-    def key(self) -> str:
-        return f"{self.dataset}/{self.series}"
-
-
-def _clean(value: Any) -> Any:
-    if value is None:
-        return None
-    try:
-        import pandas as pd
-
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return value
-
-
-def _safe_name(text: str, what: str, error: type[Exception] = PermanentFetchError) -> str:
-    name = str(text).strip()
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-        raise error(f"{what} {text!r} cannot be used as a folder name")
-    return name
-
-
-#: Plan columns and the other names they may carry (``hypermodal plan`` writes IDC's names).
-ALIASES = {
-    "series": ("series", "SeriesInstanceUID"),
-    "study": ("study", "StudyInstanceUID"),
-    "patient": ("patient", "PatientID"),
-    "size_MB": ("size_MB", "series_size_MB"),
-    "url": ("url", "series_aws_url"),
-}
-
-
-def _get(rec: Mapping[str, Any], name: str) -> Any:
-    for key in ALIASES.get(name, (name,)):
-        value = _clean(rec.get(key))
-        if value not in (None, ""):
-            return value
-    return None
-
-
-def plan_rows(
-    records: Iterable[Mapping[str, Any]], skipped: list[dict[str, Any]] | None = None
-) -> list[PlanRow]:
-    """Plan rows from mappings (e.g. ``df.to_dict("records")``); missing optional keys are fine.
-
-    Rows whose source cannot be fetched (``external`` datasets of a plan, unknown sources) are
-    left out, logged, and appended to ``skipped``. A TCIA row without a URL uses TCIA's public
-    NBIA v4 API.
-    """
-    rows: list[PlanRow] = []
-    seen: set[str] = set()
-    for i, rec in enumerate(records):
-        source = str(_get(rec, "source") or "").strip().lower()
-        series = _get(rec, "series")
-        url = _get(rec, "url")
-        if source not in SOURCES:
-            log.warning("plan row %d (%s): source %r cannot be fetched", i, series, source)
-            if skipped is not None:
-                skipped.append({"row": i, "series": series, "source": source})
-            continue
-        if url is None and source == "tcia":
-            url = TCIA_DEFAULT_URL
-        missing = [c for c, v in (("series", series), ("url", url)) if v is None]
-        if missing:
-            raise ValueError(f"plan row {i} ({source}) lacks {missing}")
-        images, size = _get(rec, "images"), _get(rec, "size_MB")
-        study, patient = _get(rec, "study"), _get(rec, "patient")
-        row = PlanRow(
-            series=_safe_name(str(series), "series", ValueError),
-            source=source,
-            url=str(url).strip(),
-            dataset=_safe_name(str(_get(rec, "dataset") or source), "dataset", ValueError),
-            study=str(study) if study else None,
-            patient=str(patient) if patient else None,
-            images=int(images) if images is not None else None,
-            size_MB=float(size) if size is not None else None,
-        )
-        if row.key in seen:
-            continue  # the same series twice in a plan is fetched once
-        seen.add(row.key)
-        rows.append(row)
-    return rows
-
-
-def read_plan(path: Path | str, skipped: list[dict[str, Any]] | None = None) -> list[PlanRow]:
-    import pandas as pd
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"plan {path} does not exist")
-    df = pd.read_parquet(path)
-    return plan_rows(df.to_dict("records"), skipped)
-
-
 # ---------------------------------------------------------------------------------- retrying
 @dataclass
 class RetryPolicy:
@@ -421,7 +299,7 @@ def verify_series(row: PlanRow, download: Download) -> list[tuple[Path, str]]:
             raise FetchError(f"{path.name} belongs to series {series}, not {row.series}")
         if sop in seen:
             raise FetchError(f"SOPInstanceUID {sop} appears twice ({seen[sop].name}, {path.name})")
-        _safe_name(sop, "SOPInstanceUID")
+        safe_name(sop, "SOPInstanceUID")
         seen[sop] = path
         out.append((path, sop))
     n = len(out)

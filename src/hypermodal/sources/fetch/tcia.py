@@ -19,13 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hypermodal.sources.fetch.plan_rows import TCIA_DEFAULT_URL, PlanRow
 from hypermodal.sources.fetch.run import (
     CHUNK,
-    TCIA_DEFAULT_URL,
     Download,
     FetchError,
     FetchOptions,
-    PlanRow,
     safe_extract_zip,
     stream_to_file,
 )
