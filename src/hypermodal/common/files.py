@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -87,3 +88,9 @@ def exclusive_lock(path: Path, what: str) -> Any:
         fh.close()
         raise FileExistsError(f"another hypermodal {what} is writing to {path.parent}") from None
     return fh
+
+
+def file_digest(path: Path | str, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes (``sha256``, ``md5``, … as :func:`hashlib.new` names them)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, algorithm).hexdigest()

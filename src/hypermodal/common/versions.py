@@ -16,7 +16,6 @@ PACKAGES: dict[str, str] = {
     "hypermodal": "hypermodal",
     "torch": "torch",
     "torchvision": "torchvision",
-    "timm": "timm",
     "numpy": "numpy",
     "pandas": "pandas",
     "pyarrow": "pyarrow",
@@ -28,7 +27,8 @@ PACKAGES: dict[str, str] = {
 }
 
 
-def _dist_version(name: str) -> str | None:
+def dist_version(name: str) -> str | None:
+    """The installed version of distribution ``name``, or ``None`` when it is not installed."""
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
@@ -52,7 +52,7 @@ def package_versions() -> dict[str, str | None]:
         "platform": platform.platform(),
     }
     for dist, key in PACKAGES.items():
-        out[key] = _dist_version(dist)
+        out[key] = dist_version(dist)
     if out["hypermodal"] is None:  # running from a source tree that is not installed
         try:
             from hypermodal import __version__

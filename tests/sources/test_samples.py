@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
 import zipfile
+from email.parser import HeaderParser
 from pathlib import Path
 from typing import Any
 
@@ -18,22 +20,22 @@ import numpy as np
 import pytest
 
 from hypermodal.labels import ClassVocabulary
-from hypermodal.sources.samples import PACKAGES, manifest_for
-from hypermodal.sources.samples import gather as samples_mod
-from hypermodal.sources.samples.gather import (
+from hypermodal.sources.samples import (
     DATASET_JSON,
+    PACKAGES,
     SAMPLES_JSON,
-    _cluster_images,
-    _Image,
-    _licence,
-    _relative_names,
-    _specific_patient,
-    _write_dataset,
     ensure_wheel,
     gather_samples,
+    manifest_for,
 )
+from hypermodal.sources.samples.dedupe import cluster_images
+from hypermodal.sources.samples.group import specific_patient
+from hypermodal.sources.samples.manifest import load_manifest
+from hypermodal.sources.samples.records import Image
+from hypermodal.sources.samples.wheels import wheel_licence
+from hypermodal.sources.samples.write import relative_names, write_dataset
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 WHEEL_CACHE = REPO / ".cache" / "wheels"
 
 
@@ -62,11 +64,21 @@ def test_manifest_is_consistent() -> None:
         manifest_for("not-a-package")
 
 
+def test_manifest_yaml_is_checked() -> None:
+    one = "packages:\n  - {name: demo, version: '1.0', licence: MIT, excluded: {'a/*': toy}}\n"
+    (pkg,) = load_manifest(one)
+    assert pkg.requirement == "demo==1.0" and pkg.excluded == (("a/*", "toy"),)
+    with pytest.raises(ValueError, match="unknown fields"):
+        load_manifest("packages:\n  - {name: demo, version: '1.0', licence: MIT, dicoms: []}\n")
+    with pytest.raises(ValueError, match="repeat"):
+        load_manifest("packages:\n" + "  - {name: demo, version: '1.0', licence: MIT}\n" * 2)
+
+
 def test_specific_patient() -> None:
-    assert _specific_patient("CQ500-CT-310")
-    assert _specific_patient("RTH10342929")
+    assert specific_patient("CQ500-CT-310")
+    assert specific_patient("RTH10342929")
     for generic in (None, "", "Anon", "Anonymous", "ID1", "0000", "phantom"):
-        assert not _specific_patient(generic)
+        assert not specific_patient(generic)
 
 
 def _image(
@@ -79,8 +91,8 @@ def _image(
     thumb: np.ndarray | None = None,
     ts: str = "1.2.840.10008.1.2.1",
     package: str = "pydicom-data",
-) -> _Image:
-    return _Image(
+) -> Image:
+    return Image(
         package=package,
         source_path=path,
         data=path.encode(),
@@ -118,7 +130,7 @@ def test_cluster_merges_re_encodings_and_keeps_the_best_file() -> None:
     ]
     images[1].thumb = _z(base)
     images[0].thumb = _z(base)
-    clusters = _cluster_images(images, derived={})
+    clusters = cluster_images(images, derived={})
     by_canonical = {c.canonical.source_path: c for c in clusters}
     assert set(by_canonical) == {"a/IMG.dcm", "a/REPEAT.dcm"}
     kept = by_canonical["a/IMG.dcm"]
@@ -133,13 +145,13 @@ def test_similar_lossless_images_are_not_merged() -> None:
     base = rng.normal(size=(64, 64))
     a = _image("b/1.dcm", "q1", sop="2.1", thumb=_z(base))
     b = _image("b/2.dcm", "q2", sop="2.2", thumb=_z(base + 1e-3 * rng.normal(size=(64, 64))))
-    assert len(_cluster_images([a, b], derived={})) == 2
+    assert len(cluster_images([a, b], derived={})) == 2
 
 
 def test_derived_copy_is_merged() -> None:
     a = _image("c/full.dcm", "r1", sop="3.1")
     b = _image("c/crop.dcm", "r2", sop="3.2", package="pydicom")
-    clusters = _cluster_images([a, b], derived={b.key: (a.key, "crop of rows 0-9")})
+    clusters = cluster_images([a, b], derived={b.key: (a.key, "crop of rows 0-9")})
     assert len(clusters) == 1
     assert clusters[0].canonical is a
     assert "derived copy: crop of rows 0-9" in clusters[0].evidence[b.key]
@@ -151,8 +163,8 @@ def test_relative_names_keep_names_and_resolve_clashes() -> None:
         _image("x/SE1/MR0", "s2"),
         _image("x/other.dcm", "s3"),
     ]
-    clusters = _cluster_images(imgs, derived={})
-    names = _relative_names(clusters)
+    clusters = cluster_images(imgs, derived={})
+    names = relative_names(clusters)
     assert sorted(names.values()) == ["SE0/MR0", "SE1/MR0", "other.dcm"]
 
 
@@ -170,15 +182,15 @@ def _meta(name: str, files: dict[str, bytes]) -> dict[str, Any]:
 def test_write_dataset_is_idempotent_and_redoes_unfinished_folders(tmp_path: Path) -> None:
     files = {"a.dcm": b"first", "sub/b.dcm": b"second"}
     meta = _meta("pkg.ds", files)
-    assert _write_dataset(tmp_path, meta, files) is True
+    assert write_dataset(tmp_path, meta, files) is True
     ddir = tmp_path / "pkg.ds"
     assert json.loads((ddir / DATASET_JSON).read_text()) == meta
-    assert _write_dataset(tmp_path, meta, files) is False  # complete: left alone
+    assert write_dataset(tmp_path, meta, files) is False  # complete: left alone
     # Interrupted: files written, dataset.json missing -> redone; stray files removed.
     (ddir / DATASET_JSON).unlink()
     (ddir / "a.dcm").write_bytes(b"fir")  # half-written
     (ddir / ".a.dcm.123.tmp").write_bytes(b"junk")
-    assert _write_dataset(tmp_path, meta, files) is True
+    assert write_dataset(tmp_path, meta, files) is True
     assert (ddir / "a.dcm").read_bytes() == b"first"
     assert sorted(p.relative_to(ddir).as_posix() for p in ddir.rglob("*") if p.is_file()) == [
         "a.dcm",
@@ -220,12 +232,10 @@ def _wheel_with_metadata(path: Path, metadata: str, licence_file: str | None = N
 def test_licence_from_metadata(
     tmp_path: Path, metadata: str, licence_text: str | None, expected: tuple[str, str]
 ) -> None:
-    from email.parser import HeaderParser
-
     wheel = _wheel_with_metadata(tmp_path / "demo.whl", metadata, licence_text)
     with zipfile.ZipFile(wheel) as zf:
         msg = HeaderParser().parsestr(metadata)
-        assert _licence(msg, zf, "demo-1.0.dist-info") == expected
+        assert wheel_licence(msg, zf, "demo-1.0.dist-info") == expected
 
 
 def test_cached_wheel_is_reused_without_pip(
@@ -239,7 +249,7 @@ def test_cached_wheel_is_reused_without_pip(
     def no_pip(*args: object, **kwargs: object) -> None:
         raise AssertionError("pip must not run when the wheel is cached")
 
-    monkeypatch.setattr(samples_mod.subprocess, "run", no_pip)
+    monkeypatch.setattr(subprocess, "run", no_pip)
     assert ensure_wheel(pkg, tmp_path) == wheel
 
 
