@@ -36,11 +36,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
+
+from tests.servers.dicom_data import make_corpus, plan_records  # noqa: E402
+from tests.servers.nbia_server import nbia_server  # noqa: E402
 
 from hypermodal.sources.fetch import FetchOptions, RetryPolicy, fetch_plan, plan_rows  # noqa: E402
-from servers.dicom_data import make_corpus, plan_records  # noqa: E402
-from servers.nbia_server import nbia_server  # noqa: E402
 
 
 def naive_nbia(records: list[dict], out: Path) -> int:

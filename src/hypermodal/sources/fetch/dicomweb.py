@@ -16,13 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hypermodal.sources.fetch.plan_rows import PlanRow, plan_rows
-from hypermodal.sources.fetch.run import (
+from hypermodal.sources.fetch.base import (
     Download,
     FetchError,
     FetchOptions,
+    PlanRow,
     with_retries,
 )
+from hypermodal.sources.fetch.plan_rows import plan_rows
 
 PAGE = 500
 ANY_TRANSFER_SYNTAX = (("application/dicom", "*"),)
@@ -51,7 +52,7 @@ def list_series(
     client: Any = None,
     timeout_s: float = 60.0,
     page: int = PAGE,
-) -> list[Any]:
+) -> list[PlanRow]:
     """Every series a DICOMweb server holds, as plan rows (paged QIDO-RS ``/series``)."""
     client = client or make_client(url, timeout_s)
     records: list[dict[str, Any]] = []

@@ -14,12 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hypermodal.sources.fetch.plan_rows import PlanRow
-from hypermodal.sources.fetch.run import (
+from hypermodal.sources.fetch.base import (
     CHUNK,
     Download,
     FetchOptions,
     PermanentFetchError,
+    PlanRow,
     stream_to_file,
     with_retries,
 )

@@ -19,13 +19,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hypermodal.sources.fetch.plan_rows import TCIA_DEFAULT_URL, PlanRow
-from hypermodal.sources.fetch.run import (
+from hypermodal.sources.fetch.archive import safe_extract_zip
+from hypermodal.sources.fetch.base import (
     CHUNK,
+    TCIA_DEFAULT_URL,
     Download,
     FetchError,
     FetchOptions,
-    safe_extract_zip,
+    PlanRow,
     stream_to_file,
 )
 

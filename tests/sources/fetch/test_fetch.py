@@ -28,15 +28,15 @@ from hypermodal.sources.fetch import (
     ZipLimits,
     fetch_plan,
     iter_verified,
+    lock_target,
     plan_rows,
     read_plan,
     safe_extract_zip,
     verify_series,
 )
-from tests.servers.dicom_data import make_corpus, plan_records, pydicom_file, write_plan
+from tests.helpers import REPO, pydicom_file
+from tests.servers.dicom_data import make_corpus, plan_records, write_plan
 from tests.servers.nbia_server import nbia_server
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------------------------------------ plan rows
@@ -366,9 +366,7 @@ def test_killed_fetch_resumes_to_exactly_the_plan(corpus, tmp_path):
 
 
 def test_second_fetch_into_the_same_folder_is_refused(tmp_path):
-    from hypermodal.sources.fetch.run import _lock_target
-
-    held = _lock_target(tmp_path)
+    held = lock_target(tmp_path)
     try:
         with pytest.raises(FileExistsError, match="another hypermodal fetch"):
             fetch_plan([], tmp_path, _opts())
