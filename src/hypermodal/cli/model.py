@@ -1,0 +1,233 @@
+"""Commands that train and use a model: ``train``, ``evaluate``, ``predict`` and ``demo``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from hypermodal.cli._common import (
+    EngineOption,
+    ProgressOption,
+    RayAddressOption,
+    echo_json,
+)
+
+#: where ``hypermodal demo`` writes unless told otherwise
+DEMO_OUT = Path("demo-out")
+StoreArgument = Annotated[Path, typer.Argument(metavar="STORE", help="Store folder.")]
+
+
+def train(
+    store_path: StoreArgument,
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", metavar="DIR", help="Run folder (logs, checkpoints)."),
+    ],
+    config: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="YAML/JSON config; flags override it.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(metavar="NAME", help="resnet18 | resnet50 | vgg16.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(metavar="N", help="Epochs (paper: 10).")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(metavar="N", help="Batch size (paper: 128).")
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(metavar="RATE", help="Learning rate (paper: 0.1).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(metavar="N", help="Random seed.")] = None,
+    device: Annotated[
+        str | None, typer.Option(metavar="DEVICE", help="auto | cpu | cuda | cuda:N.")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(metavar="N", help="Data-loader workers.")] = None,
+    balance: Annotated[
+        bool | None, typer.Option("--balance/--no-balance", help="Class-balanced sampling.")
+    ] = None,
+    max_images_per_epoch: Annotated[
+        int | None, typer.Option(metavar="N", help="Cap per epoch.")
+    ] = None,
+    train_size: Annotated[
+        int | None, typer.Option(metavar="PIXELS", help="Train at this side (≤ store size).")
+    ] = None,
+    augment: Annotated[
+        bool | None, typer.Option("--augment/--no-augment", help="Flips, turns, crops.")
+    ] = None,
+    checkpoint_every_steps: Annotated[
+        int | None,
+        typer.Option(metavar="N", help="Also write last.pt every N steps (resume mid-epoch)."),
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Train a classifier on the store's train split, validating on its validate split."""
+    from hypermodal.train import train as run_training
+
+    overrides = dict(
+        model=model,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        device=device,
+        workers=workers,
+        balance=balance,
+        max_images_per_epoch=max_images_per_epoch,
+        train_size=train_size,
+        augment=augment,
+        checkpoint_every_steps=checkpoint_every_steps,
+    )
+    if resume and config is None and all(v is None for v in overrides.values()):
+        cfg = None  # continue with the recipe saved in last.pt
+    else:
+        base = out / "config.json" if resume and config is None else config
+        cfg = _load_train_config(base, **overrides)
+    summary = run_training(store_path, out, cfg, resume=resume, progress=progress)
+    if summary.get("rank", 0) == 0:  # under torchrun every rank returns; one prints
+        echo_json(summary)
+
+
+def _load_train_config(path: Path | None, **overrides: Any) -> Any:
+    """The recipe from ``path`` (YAML/JSON, or a run folder's ``config.json``) plus overrides.
+
+    Raises:
+        ValueError: The file holds no mapping, or names options :class:`TrainConfig` lacks.
+    """
+    from hypermodal.train import TrainConfig
+
+    data: dict[str, Any] = {}
+    if path is not None and Path(path).name == "config.json" and Path(path).exists():
+        saved = json.loads(Path(path).read_text())  # a run folder's resolved config
+        data = dict(saved.get("requested_config") or saved.get("config") or {})
+    elif path is not None:
+        text = Path(path).read_text()
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a config file must hold a mapping")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    known = set(TrainConfig().to_dict())
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown training options {unknown}; known: {sorted(known)}")
+    return TrainConfig.from_dict(data)
+
+
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="Checkpoint (.pt).")],
+    store_path: StoreArgument,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="DIR", help="Folder for metrics and report.")
+    ],
+    split_name: Annotated[
+        str, typer.Option("--split", metavar="SPLIT", help="train | validate | test.")
+    ] = "test",
+    history: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE", help="history.csv of the run (default: beside the checkpoint)."
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(metavar="N", help="Inference batch size.")] = 256,
+) -> None:
+    """Accuracy, balanced accuracy, confusion matrix, per-dataset table, figures and report."""
+    from hypermodal.evaluate import evaluate as run_evaluation
+
+    hist = history or checkpoint.resolve().parent.parent / "history.csv"
+    metrics = run_evaluation(
+        checkpoint,
+        store_path,
+        out,
+        split=split_name,
+        batch_size=batch_size,
+        history_csv=hist if hist.exists() else None,
+    )
+    typer.echo(f"report: {out / 'report.md'}", err=True)
+    echo_json({k: metrics[k] for k in ("accuracy", "balanced_accuracy", "classes", "num_images")})
+
+
+def predict(
+    inputs: Annotated[
+        list[Path], typer.Argument(metavar="PATH", help="Files and folders to classify.")
+    ],
+    model: Annotated[Path, typer.Option("--model", "-m", metavar="FILE", help="Checkpoint (.pt).")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", metavar="FILE", help="Per-image table (.csv or .parquet)."),
+    ],
+    series_out: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="Per-series table (.csv or .parquet)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(metavar="N", help="Images per model call.")] = 64,
+    workers: Annotated[int | None, typer.Option(metavar="N", help="Decoding processes.")] = None,
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto | cpu | cuda.")] = "auto",
+    engine: EngineOption = "local",
+    ray_address: RayAddressOption = None,
+    progress: ProgressOption = True,
+) -> None:
+    """Classify DICOM, NIfTI, NRRD and PNG/JPEG/TIFF files: one row per 2D image."""
+    from hypermodal.inference import predict as run_predict
+    from hypermodal.inference import summary_dict
+
+    summary = run_predict(
+        inputs,
+        model,
+        out,
+        series_out=series_out,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        progress=progress,
+        engine=engine,
+        ray_address=ray_address,
+    )
+    echo_json(summary_dict(summary))
+
+
+def demo(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.")
+    ] = DEMO_OUT,
+    samples_dir: Annotated[
+        Path | None,
+        typer.Option(metavar="DIR", help="Where the sample corpus goes (default OUT/samples)."),
+    ] = None,
+    model: Annotated[
+        str, typer.Option(metavar="NAME", help="resnet18 | resnet50 | vgg16.")
+    ] = "resnet18",
+    epochs: Annotated[int, typer.Option(metavar="N", help="Training epochs.")] = 12,
+    train_size: Annotated[
+        int, typer.Option(metavar="PIXELS", help="Training resolution (store stays 224).")
+    ] = 112,
+    max_images_per_epoch: Annotated[
+        int, typer.Option(metavar="N", help="Images per epoch.")
+    ] = 1024,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed for split and training.")] = 0,
+    workers: Annotated[
+        int | None, typer.Option(metavar="N", help="Processes for catalog/store.")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Run samples → catalog → split → store → train → evaluate → report on real images."""
+    from hypermodal.demo import run_demo
+
+    result = run_demo(
+        out,
+        samples_dir=samples_dir,
+        model=model,
+        epochs=epochs,
+        train_size=train_size,
+        max_images_per_epoch=max_images_per_epoch,
+        seed=seed,
+        workers=workers,
+        progress=progress,
+    )
+    echo_json(result)
