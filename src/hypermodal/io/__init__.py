@@ -1,4 +1,10 @@
-"""Image readers: one module per format family, chosen by :mod:`hypermodal.io.registry`."""
+"""Image readers: one per format family, chosen by :mod:`hypermodal.io.registry`.
+
+DICOM (:mod:`hypermodal.io.dicom`), NIfTI/Analyze/MGH (:mod:`~hypermodal.io.nifti`), NRRD
+(:mod:`~hypermodal.io.nrrd`), MetaImage (:mod:`~hypermodal.io.metaimage`) and PNG/JPEG/TIFF/BMP
+(:mod:`~hypermodal.io.raster`); the volume readers share the slicing rule of
+:mod:`~hypermodal.io.orientation`.
+"""
 
 from hypermodal.common.errors import CorruptFileError, ImageReadError, UnsupportedFileError
 from hypermodal.io.base import FileHeader

@@ -66,3 +66,27 @@ class Reader(Protocol):
         time so memory stays bounded for large multi-frame files and volumes.
         """
         ...
+
+
+def wanted_indices(
+    path: Path, indices: Iterable[int] | None, total: int, unit: str = "image"
+) -> list[int]:
+    """The image numbers a :meth:`Reader.images` call asked for, checked against ``total``.
+
+    Args:
+        path: The file (for the error message).
+        indices: The requested 0-based numbers, or None for all.
+        total: How many images the file holds.
+        unit: What an image is called in the message (``"image"``, ``"frame"``, ``"page"``).
+
+    Returns:
+        The numbers as a list of ints, in the order asked (``0 .. total-1`` when None).
+
+    Raises:
+        IndexError: A number outside ``[0, total)``.
+    """
+    wanted = list(range(total)) if indices is None else [int(i) for i in indices]
+    for i in wanted:
+        if not 0 <= i < total:
+            raise IndexError(f"{path}: {unit} {i} out of range for {total} {unit}(s)")
+    return wanted

@@ -4,14 +4,9 @@ Volumes are read lazily: the header gives the image count without touching voxel
 slice is read on its own (``img.dataobj[...]`` on a memory map, or on one open gzip stream that
 only ever moves forward when slices are asked for in order).
 
-**Slicing rule** (shared with :mod:`hypermodal.io.volume`). A 3D volume yields 2D slices along the
-voxel axis closest to the patient's superior–inferior axis, from the affine
-(:func:`nibabel.aff2axcodes`): axial slices for most scans, whatever order the voxels are stored
-in. Each slice is then flipped/transposed to the DICOM display convention — rows run anterior →
-posterior, columns run patient right → left (LPS) — so that a slice from a NIfTI looks like the
-same slice from a DICOM series. A spatial axis of length 1 is taken as the slice axis (a 2D image
-stored as ``X × Y × 1``), and a 2D file yields one image. When the affine gives no orientation the
-last spatial axis is used, untouched.
+**Slicing rule**: that of :mod:`hypermodal.io.orientation` — 2D slices along the voxel axis
+closest to superior–inferior (from the affine, :func:`nibabel.aff2axcodes`), each oriented rows
+anterior → posterior and columns patient right → left, as the same slice from a DICOM series.
 
 **4D and more**: by default only the first volume (index 0 along every axis after the third) is
 read — a 4D fMRI or DWI series is many near-identical volumes, and one is enough to classify
@@ -26,9 +21,7 @@ from __future__ import annotations
 
 import gzip
 import struct
-import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -36,149 +29,16 @@ import nibabel as nib
 import numpy as np
 from nibabel.fileholders import FileHolder
 
-from hypermodal.common.errors import CorruptFileError, UnsupportedFileError
-from hypermodal.io.base import FileHeader
+from hypermodal.common.errors import CorruptFileError, ImageReadError, UnsupportedFileError
+from hypermodal.io.base import FileHeader, wanted_indices
+from hypermodal.io.constants import GZIP_MAGIC, LUMA_WEIGHTS
+from hypermodal.io.orientation import SlicePlan, plan_slices, to_grey
+from hypermodal.io.streams import read_head
 
 __all__ = ["LUMA_WEIGHTS", "NiftiReader", "SlicePlan", "plan_slices", "sniff_nifti", "to_grey"]
 
-#: ITU-R BT.601 luma weights (R, G, B).
-LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
+#: which volumes of 4D+ data are read
 Volumes = Literal["first", "all"]
-
-_GZIP_MAGIC = b"\x1f\x8b"
-
-
-# ---------------------------------------------------------------------------------------------
-# slicing rule, shared with hypermodal.io.volume
-
-
-@dataclass(frozen=True)
-class SlicePlan:
-    """How a 3D spatial block becomes 2D images.
-
-    Attributes:
-        slice_axis: The spatial axis (0, 1 or 2) that is stepped through.
-        row_axis: The spatial axis that becomes image rows.
-        col_axis: The spatial axis that becomes image columns.
-        flip_rows: Reverse the rows (so rows run anterior → posterior).
-        flip_cols: Reverse the columns (so columns run patient right → left).
-        num_slices: Number of 2D images per 3D block.
-        rows: Image height.
-        columns: Image width.
-        axcodes: Orientation codes of the three spatial axes (e.g. ``"RAS"``), or None.
-    """
-
-    slice_axis: int
-    row_axis: int
-    col_axis: int
-    flip_rows: bool
-    flip_cols: bool
-    num_slices: int
-    rows: int
-    columns: int
-    axcodes: str | None
-
-    def take(self, block: Any, k: int) -> np.ndarray:
-        """Cut slice ``k`` out of an array-like indexed ``[x, y, z, ...]`` (3 spatial axes).
-
-        Args:
-            block: A 3D array or lazy proxy with the spatial axes first (extra trailing axes
-                must already be indexed away).
-            k: The slice number along :attr:`slice_axis`.
-
-        Returns:
-            The 2D slice, oriented (rows, columns) as planned.
-        """
-        index: list[Any] = [slice(None)] * 3
-        index[self.slice_axis] = k
-        return self.orient(np.asarray(block[tuple(index)]))
-
-    def orient(self, plane: np.ndarray) -> np.ndarray:
-        """Transpose/flip a 2D plane given with its two axes in spatial order."""
-        if self.row_axis > self.col_axis:
-            plane = plane.T
-        if self.flip_rows:
-            plane = plane[::-1, :]
-        if self.flip_cols:
-            plane = plane[:, ::-1]
-        return plane
-
-
-def plan_slices(spatial_shape: Iterable[int], axcodes: Iterable[str | None] | None) -> SlicePlan:
-    """Choose the slice axis and in-plane orientation for a block of up to 3 spatial axes.
-
-    Args:
-        spatial_shape: Sizes of the spatial axes (2 or 3 of them).
-        axcodes: Orientation code per spatial axis (``"L"``/``"R"``, ``"A"``/``"P"``,
-            ``"S"``/``"I"``; the direction each voxel axis increases towards), or None when unknown.
-
-    Returns:
-        The plan.
-
-    Raises:
-        ValueError: The data have fewer than two axes longer than 1 (not an image).
-    """
-    shape = tuple(int(s) for s in spatial_shape)[:3]
-    shape = shape + (1,) * (3 - len(shape))
-    codes: list[str | None] = list(axcodes)[:3] if axcodes is not None else [None, None, None]
-    codes += [None] * (3 - len(codes))
-    known = all(c is not None for c in codes)
-    singletons = [i for i, s in enumerate(shape) if s == 1]
-    if len(singletons) >= 2:
-        raise ValueError(f"not an image: data shape {shape} has fewer than two axes longer than 1")
-    if len(singletons) == 1:
-        slice_axis = singletons[0]
-    elif known and ("S" in codes or "I" in codes):
-        slice_axis = codes.index("S") if "S" in codes else codes.index("I")
-    else:
-        slice_axis = 2
-    a, b = (i for i in range(3) if i != slice_axis)
-    row_axis, col_axis = a, b
-    flip_rows = flip_cols = False
-    if codes[a] is not None and codes[b] is not None:
-        if codes[a] in ("L", "R") and codes[b] in ("A", "P"):
-            row_axis, col_axis = b, a
-        if codes[row_axis] in ("A", "P") and codes[col_axis] in ("L", "R"):
-            flip_rows = codes[row_axis] == "A"
-            flip_cols = codes[col_axis] == "R"
-    return SlicePlan(
-        slice_axis=slice_axis,
-        row_axis=row_axis,
-        col_axis=col_axis,
-        flip_rows=flip_rows,
-        flip_cols=flip_cols,
-        num_slices=shape[slice_axis],
-        rows=shape[row_axis],
-        columns=shape[col_axis],
-        axcodes="".join(str(c) if c is not None else "?" for c in codes)
-        if any(c is not None for c in codes)
-        else None,
-    )
-
-
-def to_grey(arr: np.ndarray) -> np.ndarray:
-    """Make a 2D ``float32`` image from voxel data: magnitude of complex, luminance of RGB(A).
-
-    Args:
-        arr: A 2D array; a structured RGB/RGBA dtype (NIfTI RGB24/RGBA32), complex, bool or
-            any numeric type.
-
-    Returns:
-        A C-contiguous 2D ``float32`` array.
-    """
-    if arr.dtype.names:
-        names = arr.dtype.names
-        channels: list[str] = [n for n in ("R", "G", "B") if n in names] or list(names[:3])
-        rgb = np.stack([arr[n].astype(np.float32) for n in channels], axis=-1)
-        arr = rgb @ LUMA_WEIGHTS[: rgb.shape[-1]] if rgb.shape[-1] == 3 else rgb[..., 0]
-    elif np.iscomplexobj(arr):
-        arr = np.abs(arr)
-    return np.ascontiguousarray(arr, dtype=np.float32)
-
-
-# ---------------------------------------------------------------------------------------------
-# NIfTI / Analyze / MGH
 
 
 def sniff_nifti(path: Path, head: bytes) -> bool:
@@ -200,16 +60,13 @@ def sniff_nifti(path: Path, head: bytes) -> bool:
     return False
 
 
-def _head(path: Path, size: int = 1024) -> bytes:
-    """The first bytes of the content, decompressed when gzipped (best effort)."""
+def _has_magic(path: Path) -> bool:
+    """Whether the file's content starts with a NIfTI/Analyze header (False if unreadable)."""
     try:
-        with open(path, "rb") as fp:
-            raw = fp.read(65536)
-        if raw[:2] != _GZIP_MAGIC:
-            return raw[:size]
-        return zlib.decompressobj(wbits=31).decompress(raw, size)
-    except (OSError, zlib.error):
-        return b""
+        head, _ = read_head(path)
+    except ImageReadError:
+        return False
+    return sniff_nifti(path, head)
 
 
 def _image_class(head: bytes) -> type[nib.spatialimages.SpatialImage]:
@@ -236,7 +93,7 @@ class _Loaded:
             raise
         except nib.filebasedimages.ImageFileError as exc:
             self.close()
-            if sniff_nifti(path, _head(path)):  # the magic is there: the rest is broken
+            if _has_magic(path):  # the magic is there: the rest is broken
                 raise CorruptFileError(path, f"unreadable NIfTI file ({exc})") from None
             raise UnsupportedFileError(path, f"not a NIfTI/Analyze/MGH file ({exc})") from None
         except (EOFError, OSError, ValueError, struct.error, gzip.BadGzipFile) as exc:
@@ -248,7 +105,7 @@ class _Loaded:
         name = path.name.lower()
         with open(path, "rb") as fp:
             magic = fp.read(2)
-        gzipped = magic == _GZIP_MAGIC
+        gzipped = magic == GZIP_MAGIC
         if name.endswith((".img", ".img.gz")):
             stem = path.name[: -len(".img.gz")] if name.endswith(".gz") else path.name[:-4]
             for hdr in (stem + ".hdr", stem + ".HDR", stem + ".hdr.gz"):
@@ -401,10 +258,7 @@ class NiftiReader:
             plan, n_volumes, extra = self._plan(loaded)
             spatial = tuple(int(s) for s in loaded.img.shape[:3])
             total = plan.num_slices * n_volumes
-            wanted = list(range(total)) if indices is None else [int(i) for i in indices]
-            for i in wanted:
-                if not 0 <= i < total:
-                    raise IndexError(f"{path}: image {i} out of range for {total} image(s)")
+            wanted = wanted_indices(path, indices, total)
             dataobj = loaded.img.dataobj
             gzipped = _is_gzip_proxy(loaded)
             whole: dict[int, np.ndarray] = {}

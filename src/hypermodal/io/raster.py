@@ -22,11 +22,11 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from hypermodal.common.errors import CorruptFileError, UnsupportedFileError
-from hypermodal.io.base import FileHeader
+from hypermodal.io.base import FileHeader, wanted_indices
+from hypermodal.io.constants import LUMA_WEIGHTS
 
 __all__ = ["RasterReader", "sniff_raster"]
 
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _MAGIC = {
     b"\x89PNG\r\n\x1a\n": "PNG",
     b"\xff\xd8\xff": "JPEG",
@@ -98,7 +98,7 @@ def _to_grey(im: Any) -> np.ndarray:
     if mode not in ("RGB", "RGBA", "RGBa", "RGBX"):
         im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, I;16 colour variants …
     rgb = np.asarray(im)[..., :3].astype(np.float32)
-    return np.ascontiguousarray(rgb @ _LUMA)
+    return np.ascontiguousarray(rgb @ LUMA_WEIGHTS)
 
 
 def _page_count(im: Any, path: Path) -> int:
@@ -184,10 +184,7 @@ class RasterReader:
         im = _open(path)
         try:
             frames = _page_count(im, path)
-            wanted = list(range(frames)) if indices is None else [int(i) for i in indices]
-            for i in wanted:
-                if not 0 <= i < frames:
-                    raise IndexError(f"{path}: page {i} out of range for {frames} page(s)")
+            wanted = wanted_indices(path, indices, frames, "page")
             for i in wanted:
                 try:
                     if frames > 1 or i:

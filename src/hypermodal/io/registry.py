@@ -17,7 +17,6 @@ Readers are plain objects kept in an ordered list; add or replace one with
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -26,9 +25,11 @@ import numpy as np
 from hypermodal.common.errors import CorruptFileError, ImageReadError, UnsupportedFileError
 from hypermodal.io.base import FileHeader, Reader
 from hypermodal.io.dicom import DicomReader
+from hypermodal.io.metaimage import MetaImageReader
 from hypermodal.io.nifti import NiftiReader
+from hypermodal.io.nrrd import NrrdReader
 from hypermodal.io.raster import RasterReader
-from hypermodal.io.volume import MetaImageReader, NrrdReader
+from hypermodal.io.streams import HEAD_SIZE, read_head
 
 __all__ = [
     "HEAD_SIZE",
@@ -41,9 +42,6 @@ __all__ = [
     "unregister_reader",
 ]
 
-#: How many leading bytes (after gzip decompression) readers get to sniff.
-HEAD_SIZE = 1024
-_GZIP_MAGIC = b"\x1f\x8b"
 _MAX_REASON = 300
 
 # Order matters only when two readers claim the same bytes: DICOM comes first because a DICOM
@@ -102,42 +100,6 @@ def unregister_reader(name: str) -> Reader | None:
 def registered_readers() -> tuple[Reader, ...]:
     """The registered readers, in the order they are asked."""
     return tuple(_READERS)
-
-
-def read_head(path: Path | str, size: int = HEAD_SIZE) -> tuple[bytes, bool]:
-    """Return the first ``size`` bytes of a file's content, and whether it was gzip-compressed.
-
-    Args:
-        path: The file.
-        size: How many bytes to return at most.
-
-    Returns:
-        ``(head, gzipped)``; for a gzip file ``head`` holds the first decompressed bytes.
-
-    Raises:
-        CorruptFileError: The file cannot be read, or is a gzip file whose start is damaged.
-    """
-    path = Path(path)
-    try:
-        with open(path, "rb") as fp:
-            raw = fp.read(size)
-            if raw[:2] != _GZIP_MAGIC:
-                return raw, False
-            inflater = zlib.decompressobj(wbits=31)
-            out = b""
-            chunk = raw
-            while len(out) < size:
-                out += inflater.decompress(chunk, size - len(out))
-                chunk = inflater.unconsumed_tail or fp.read(65536)
-                if not chunk or inflater.eof:
-                    break
-            return out[:size], True
-    except zlib.error as exc:
-        raise CorruptFileError(path, f"damaged gzip stream ({exc})") from None
-    except IsADirectoryError:
-        raise UnsupportedFileError(path, "a directory, not a file") from None
-    except OSError as exc:
-        raise CorruptFileError(path, f"cannot read file ({exc.strerror or exc})") from None
 
 
 def _suffix_match(name: str, reader: Reader) -> int:

@@ -1,4 +1,4 @@
-"""NIfTI/Analyze/MGH reader, and the NRRD/MetaImage readers that share its slicing rule.
+"""The volume readers (NIfTI/Analyze/MGH, NRRD, MetaImage) and the slicing rule they share.
 
 Real files: nibabel's own test data, plus tiny volumes written to ``tmp_path`` with nibabel and
 pynrrd (MetaImage files are written by hand: the format is a text header and raw bytes).
@@ -7,6 +7,7 @@ pynrrd (MetaImage files are written by hand: the format is a text header and raw
 from __future__ import annotations
 
 import gzip
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -15,9 +16,10 @@ import numpy as np
 import pytest
 
 from hypermodal.io import CorruptFileError, UnsupportedFileError, iter_images, read_header
-from hypermodal.io import volume as volume_module
-from hypermodal.io.nifti import NiftiReader, plan_slices
-from hypermodal.io.volume import MetaImageReader, NrrdReader
+from hypermodal.io.metaimage import MetaImageReader
+from hypermodal.io.nifti import NiftiReader
+from hypermodal.io.nrrd import NrrdReader
+from hypermodal.io.orientation import plan_slices
 from tests.helpers import copy_as, luminance, nibabel_file
 
 READER = NiftiReader()
@@ -313,7 +315,7 @@ def write_mha(path: Path, data_zyx: np.ndarray, direction: str = "1 0 0 0 1 0 0 
 def test_mha_without_simpleitk_says_what_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(volume_module, "_sitk", lambda: None)
+    monkeypatch.setitem(sys.modules, "SimpleITK", None)  # makes `import SimpleITK` fail
     path = write_mha(tmp_path / "v.mha", np.zeros((2, 3, 4), np.int16))
     with pytest.raises(UnsupportedFileError) as info:
         read_header(path)
