@@ -1,10 +1,11 @@
 """Classify files and folders: one row per 2D image, and optionally one row per series.
 
-Decoding runs on an engine (a local process pool, or a Ray cluster: :mod:`hypermodal.common.engines`)
-while the main process runs the model on full batches, so the model is loaded once and the
-CPU/GPU stays busy. Decoded files come back in input order, so batches, and therefore the
-probabilities, are the same whichever engine decoded them. Unreadable files go to the errors
-file and the run goes on; counts reconcile (files seen = files predicted + files skipped).
+Decoding runs on an engine (a local process pool, or a Ray cluster:
+:mod:`hypermodal.common.engines`) while the main process runs the model on full batches, so the
+model is loaded once and the CPU/GPU stays busy. Decoded files come back in input order, so
+batches, and therefore the probabilities, are the same whichever engine decoded them. Unreadable
+files go to the errors file and the run goes on; counts reconcile (files seen = files predicted
++ files skipped).
 """
 
 from __future__ import annotations
@@ -152,7 +153,8 @@ def predict(
     files at the same paths), or an :class:`~hypermodal.common.engines.Engine` the caller owns. The
     model always runs in this process.
     """
-    from hypermodal.train.checkpoint import load_model, predict_proba
+    # imported here: the decoding processes import this module and never need torch
+    from hypermodal.inference.model import load_model, predict_proba
 
     start = time.perf_counter()
     out = check_table_path(out)

@@ -10,17 +10,17 @@ under ``torchrun``::
 
 Backend: NCCL when the process trains on a CUDA device (``cuda:LOCAL_RANK``), Gloo on the CPU.
 
-How the work is split (see :func:`shard_rows`): every rank builds the *same* global plan of an
-epoch (the order depends only on ``(seed, epoch)``) with global batches of ``W · B`` images
-(``W`` ranks, per-rank batch ``B``), and takes its own random piece of each global batch.
-Together the ranks therefore see, at every step, exactly the images that a one-process run with
-batch ``W · B`` sees, and each rank reads only its part of the store. The loss of each rank is
-weighted so that DDP's gradient average equals the gradient of the mean loss over the global
-batch even when the last batch does not split evenly (:func:`loss_weight`).
+How the work is split (see :func:`hypermodal.store.loader.shard_rows`): every rank builds the
+*same* global plan of an epoch (the order depends only on ``(seed, epoch)``) with global batches
+of ``W · B`` images (``W`` ranks, per-rank batch ``B``), and takes its own random piece of each
+global batch. Together the ranks therefore see, at every step, exactly the images that a
+one-process run with batch ``W · B`` sees, and each rank reads only its part of the store. The
+loss of each rank is weighted so that DDP's gradient average equals the gradient of the mean loss
+over the global batch even when the last batch does not split evenly (:func:`loss_weight`).
 
 What stays different from a one-process run with the same global batch: BatchNorm statistics are
 computed per rank (``B`` images) unless ``sync_batchnorm`` is on, and floating-point sums are
-ordered differently. ``tests/test_ddp.py`` measures the difference.
+ordered differently. ``tests/train/test_ddp.py`` measures the difference.
 
 Only rank 0 writes files (config, history, TensorBoard, checkpoints); the other ranks wait at a
 barrier while it saves, so nobody starts the next epoch (or exits) before the checkpoint exists.
@@ -35,11 +35,24 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
+
+from hypermodal.store.loader import shard_rows
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "ENV_VARS",
+    "DistContext",
+    "broadcast_buffers",
+    "env_world_size",
+    "init_distributed",
+    "loss_weight",
+    "rank_device",
+    "shard_rows",
+]
 
 #: Environment variables set by ``torchrun`` that :func:`init_distributed` reads.
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -195,21 +208,15 @@ def rank_device(ctx: DistContext, device: torch.device) -> torch.device:
     return device
 
 
-def shard_rows(batch: np.ndarray, rank: int, world_size: int) -> np.ndarray:
-    """This rank's piece of a global batch (pieces differ in length by at most one).
-
-    Pass the batch in *visiting* (random) order and sort the piece afterwards: splitting a batch
-    sorted by store row would hand each rank a few classes only (the store is ordered by label),
-    and per-rank BatchNorm statistics would then depend on the class.
-    """
-    if world_size <= 1:
-        return batch
-    return np.array_split(np.asarray(batch), world_size)[rank]
-
-
 def loss_weight(local: int, global_: int, world_size: int) -> float:
     """Factor for a rank's mean loss so that DDP's gradient *average* over ranks equals the
     gradient of the mean loss over the whole global batch: ``local · W / global``."""
     if world_size <= 1 or global_ <= 0:
         return 1.0
     return local * world_size / global_
+
+
+def broadcast_buffers(model: nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank."""
+    for buf in model.buffers():
+        dist.broadcast(buf.data, src=0)

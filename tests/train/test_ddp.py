@@ -22,11 +22,17 @@ from torch import nn
 
 from hypermodal.labels import ClassVocabulary
 from hypermodal.store import SliceStore, write_store_arrays
-from hypermodal.train import TrainConfig, read_checkpoint, train
-from hypermodal.train.data import BatchFeeder
-from hypermodal.train.distributed import init_distributed, loss_weight, shard_rows
-from hypermodal.train.loop import effective_lr, train_one_epoch, validate
-from tests.helpers import make_store
+from hypermodal.store.loader import BatchFeeder, shard_rows
+from hypermodal.train import (
+    TrainConfig,
+    effective_lr,
+    read_checkpoint,
+    train,
+    train_one_epoch,
+    validate,
+)
+from hypermodal.train.distributed import init_distributed, loss_weight
+from tests.helpers import REPO, make_store
 
 # one-process reference: global batch 64; DDP: 2 ranks × 32
 GLOBAL_BATCH = 64
@@ -255,7 +261,7 @@ def _torchrun(store: SliceStore, out: Path, config: Path, *extra: str) -> dict:
         "-m", "hypermodal.cli", "train", str(store.path), "--out", str(out),
         "--config", str(config), "--no-progress", *extra,
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[:6000]
     return {"stdout": done.stdout, "stderr": done.stderr}

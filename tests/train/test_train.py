@@ -14,62 +14,20 @@ import pandas as pd
 import pytest
 import torch
 
-from hypermodal.labels import ClassVocabulary
-from hypermodal.store import SliceStore, write_store_arrays
+from hypermodal.inference import load_model, predict_proba, read_checkpoint, to_model_input
+from hypermodal.store import SliceStore
+from hypermodal.store.loader import BatchFeeder, batch_plan, epoch_order
 from hypermodal.train import (
+    HISTORY_COLUMNS,
     CheckpointError,
     ResumeError,
     TrainConfig,
-    load_model,
-    predict_proba,
-    read_checkpoint,
     train,
+    validate,
 )
-from hypermodal.train.data import BatchFeeder, batch_plan, epoch_order, to_model_input
-from hypermodal.train.loop import HISTORY_COLUMNS, validate
+from tests.helpers import CLASSES, make_store
 
-CLASSES = ("CT", "MR", "PT", "XR")
 TIME_COLUMNS = {"train_seconds", "val_seconds", "seconds", "elapsed_seconds", "images_per_s"}
-
-
-def _pattern(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    if label == 0:
-        img = (np.sin(yy / 1.5) > 0).astype(np.float32)
-    elif label == 1:
-        img = (np.sin(xx / 1.5) > 0).astype(np.float32)
-    elif label == 2:
-        img = np.exp(-((yy - size / 2) ** 2 + (xx - size / 2) ** 2) / (2.0 * size))
-    else:
-        img = (xx + yy) / (2.0 * size)
-    img = img + rng.normal(0, 0.15, img.shape)
-    img = (img - img.min()) / (img.max() - img.min())
-    return (img * 255).astype(np.uint8)
-
-
-def make_store(
-    path: Path,
-    n_per_class: tuple[int, int, int] = (16, 4, 4),
-    size: int = 32,
-    seed: int = 0,
-    test_classes: tuple[str, ...] | None = None,
-    dataset_prefix: str = "ds",
-) -> SliceStore:
-    """A store with ``n_per_class`` images per class in train/validate/test."""
-    rng = np.random.default_rng(seed)
-    vocab = ClassVocabulary()
-    images, rows = [], []
-    for split, n in zip(("train", "validate", "test"), n_per_class, strict=True):
-        for label in CLASSES:
-            if split == "test" and test_classes is not None and label not in test_classes:
-                continue
-            for i in range(n):
-                images.append(_pattern(vocab.index(label), size, rng))
-                rows.append(
-                    {"dataset": f"{dataset_prefix}-{split}-{i % 2}", "label": label, "split": split}
-                )
-    images_arr = np.stack(images) if images else np.zeros((0, size, size), np.uint8)
-    return write_store_arrays(path, images_arr, pd.DataFrame(rows), vocab)
 
 
 def quick(**kw: object) -> TrainConfig:
@@ -239,6 +197,7 @@ def test_validation_runs_in_eval_mode_without_touching_batchnorm(store: SliceSto
     assert 0.0 <= result["accuracy"] <= 1.0
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path) -> None:
     store = make_store(tmp_path / "store", n_per_class=(8, 2, 2))
     config = quick(epochs=3, batch_size=16)
@@ -274,9 +233,10 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path) -> 
 
 def test_resume_refused_when_split_hash_changed(trained: dict, tmp_path: Path) -> None:
     other = make_store(tmp_path / "other", dataset_prefix="renamed")
-    assert other.split_hash != read_checkpoint(trained["out"] / "checkpoints" / "last.pt")[
-        "split_hash"
-    ]
+    assert (
+        other.split_hash
+        != read_checkpoint(trained["out"] / "checkpoints" / "last.pt")["split_hash"]
+    )
     with pytest.raises(ResumeError, match="split hash"):
         train(other.path, trained["out"], None, resume=True, progress=False)
 

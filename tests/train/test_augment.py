@@ -1,6 +1,6 @@
 import torch
 
-from hypermodal.train.loop import augment_batch
+from hypermodal.train import augment_batch
 
 
 def test_augment_keeps_shape_range_and_is_reproducible():

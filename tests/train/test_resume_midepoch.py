@@ -24,11 +24,10 @@ import pandas as pd
 import pytest
 import torch
 
+from hypermodal.store.loader import BatchFeeder
 from hypermodal.train import ResumeError, TrainConfig, read_checkpoint, train
-from hypermodal.train.data import BatchFeeder
-from tests.helpers import make_store
+from tests.helpers import REPO, make_store
 
-TESTS = Path(__file__).resolve().parent
 TIME_COLUMNS = ["train_seconds", "val_seconds", "seconds", "elapsed_seconds", "images_per_s"]
 # 32 train images, batch 8: 4 steps per epoch; every 3 steps: checkpoints after steps 3, 6 (, 8)
 RECIPE = {"epochs": 2, "batch_size": 8, "lr": 0.02, "device": "cpu", "workers": 0}
@@ -177,6 +176,7 @@ def test_mid_epoch_resume_refuses_a_changed_split_or_world_size(runs: dict) -> N
 # ------------------------------------------------------------------------------- SIGKILL
 
 
+@pytest.mark.slow
 def test_process_killed_after_a_mid_epoch_checkpoint_resumes_exactly(tmp_path: Path) -> None:
     store = make_store(tmp_path / "store", n_per_class=(8, 2, 2))  # 4 steps per epoch
     recipe = {**RECIPE, "augment": True}
@@ -232,7 +232,7 @@ def _torchrun(*args: str) -> subprocess.CompletedProcess:
         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}",
         str(Path(__file__).resolve()), *args,
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS.parent)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
 

@@ -61,8 +61,8 @@ def test_predict_dicom_nifti_png_rows_and_probabilities(archive, tiny_checkpoint
 
 def test_predict_matches_the_store_path(real_store, tiny_checkpoint, tmp_path):
     """An image classified from its file gets the same probabilities as from the store."""
+    from hypermodal.inference import load_model, predict_proba
     from hypermodal.store import SliceStore
-    from hypermodal.train.checkpoint import load_model, predict_proba
 
     st = SliceStore.open(real_store)
     row = int(st.rows("test")[0])
