@@ -3,7 +3,6 @@ import json
 import pandas as pd
 import pytest
 
-from hypermodal import catalog as catalog_mod
 from hypermodal.catalog import (
     CATALOG_COLUMNS,
     build_catalog,
@@ -11,6 +10,7 @@ from hypermodal.catalog import (
     read_catalog,
     summary_path,
 )
+from hypermodal.common.engines import LocalEngine
 from hypermodal.common.rejects import read_errors
 from hypermodal.labels import ClassVocabulary
 
@@ -63,31 +63,39 @@ def test_other_class_keeps_ultrasound(real_corpus, tmp_path):
     assert s.files_excluded == 0 and s.images_per_class["OTHER"] == 1
 
 
-def test_catalog_resumes_after_interruption(real_corpus, tmp_path, monkeypatch):
+class CountingEngine(LocalEngine):
+    """Runs every chunk in this process, counting them; stops like a killed process before
+    reading chunk number ``die_at`` (1-based)."""
+
+    def __init__(self, die_at: int | None = None) -> None:
+        super().__init__(workers=1)
+        self.die_at = die_at
+        self.chunks_read = 0
+
+    def map_unordered(self, fn, items):
+        for i, item in enumerate(items):
+            if self.chunks_read + 1 == self.die_at:
+                raise KeyboardInterrupt  # the process is stopped part-way
+            self.chunks_read += 1
+            yield i, fn(item)
+
+
+def test_catalog_resumes_after_interruption(real_corpus, tmp_path):
     root, _ = real_corpus
     clean = read_catalog_of(root, tmp_path / "clean.parquet")
 
-    calls = {"n": 0}
-    real = catalog_mod._read_chunk
-
-    def dying(args):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt  # the process is stopped part-way
-        return real(args)
-
     out = tmp_path / "resumed.parquet"
-    monkeypatch.setattr(catalog_mod, "_read_chunk", dying)
+    dying = CountingEngine(die_at=3)
     with pytest.raises(KeyboardInterrupt):
-        build_catalog([root], out, workers=1, chunk_files=2, progress=False)
+        build_catalog([root], out, chunk_files=2, progress=False, engine=dying)
+    assert dying.chunks_read == 2
     assert not out.exists()  # nothing half-written
     parts = sorted(p.name for p in out.with_name(out.name + ".parts").glob("part-*.json"))
     assert parts == ["part-000000.json", "part-000001.json"]
 
-    seen = []
-    monkeypatch.setattr(catalog_mod, "_read_chunk", lambda a: seen.append(a) or real(a))
-    build_catalog([root], out, workers=1, chunk_files=2, progress=False)
-    assert len(seen) == 3  # 5 chunks of 2 files: the first two were not read again
+    counting = CountingEngine()
+    build_catalog([root], out, chunk_files=2, progress=False, engine=counting)
+    assert counting.chunks_read == 3  # 5 chunks of 2 files: the first two were not read again
     pd.testing.assert_frame_equal(read_catalog(out), clean)
     assert not out.with_name(out.name + ".parts").exists()
 

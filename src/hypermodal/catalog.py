@@ -3,7 +3,7 @@
 Columns (see :data:`CATALOG_COLUMNS`): ``dataset, patient, study, series, path, index, label,
 modality, body_part, rows, columns, localizer, template, format, split``. ``label`` is the class
 from the vocabulary (``None`` rows are not written: images of excluded modalities are counted in
-the summary instead). ``split`` stays empty until :mod:`hypermodal.split.assignment` assigns it.
+the summary instead). ``split`` stays empty until :mod:`hypermodal.split` assigns it.
 
 Datasets: a folder given to :func:`build_catalog` holds one sub-folder per dataset (as the
 paper's download did). A sub-folder may carry a ``dataset.json`` (written by
@@ -11,9 +11,9 @@ paper's download did). A sub-folder may carry a ``dataset.json`` (written by
 Modality (NIfTI, PNG), ``body_part``, and ``template``/``phantom`` flags.
 
 The build walks files in sorted order, reads headers in parallel in chunks (on a local process
-pool or a Ray cluster, see :mod:`hypermodal.common.engines`), and the driver writes each chunk's rows
-to a part file, so an interrupted build resumes where it stopped. Workers only read headers and
-return rows, so the catalog is the same whichever engine ran them.
+pool or a Ray cluster, see :mod:`hypermodal.common.engines`), and the driver writes each chunk's
+rows to a part file, so an interrupted build resumes where it stopped. Workers only read headers
+and return rows, so the catalog is the same whichever engine ran them.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -204,10 +205,7 @@ def _read_chunk(
             outcome["skipped"] += 1
             continue
         modality = h.modality or t.modality_hint
-        if modality:
-            label = vocab.label_for_modality(modality)
-        else:
-            label = vocab.normalise_label(t.label)
+        label = vocab.label_for_modality(modality) if modality else vocab.normalise_label(t.label)
         if label is None:
             outcome["excluded"] += 1
             excluded[str(modality or t.label or "unknown").upper()] += 1
@@ -238,8 +236,77 @@ def _read_chunk(
     return table, errors, {"outcome": dict(outcome), "excluded": dict(excluded)}
 
 
-def _chunks(seq: list[FileTask], size: int) -> list[list[FileTask]]:
-    return [seq[i : i + size] for i in range(0, len(seq), size)]
+def _part(parts: Path, i: int, suffix: str) -> Path:
+    return parts / f"part-{i:06d}.{suffix}"
+
+
+def _read_parts(
+    chunks: list[list[FileTask]],
+    parts: Path,
+    vocabulary: ClassVocabulary,
+    progress: bool,
+    engine: str | Engine,
+    workers: int | None,
+    ray_address: str | None,
+) -> None:
+    """Read the chunks that have no finished part file yet, and write their parts."""
+    todo = [i for i in range(len(chunks)) if not _part(parts, i, "json").exists()]
+    bar = progress_bar(sum(map(len, chunks)), progress, desc="catalog", unit="file")
+    bar.update(sum(len(chunks[i]) for i in range(len(chunks)) if i not in set(todo)))
+    if todo:
+        vocab_dict = vocabulary.to_dict()
+        with engine_scope(engine, workers=workers, address=ray_address) as runner:
+            work = [(chunks[i], vocab_dict) for i in todo]
+            for k, (table, errors, counts) in runner.map_unordered(_read_chunk, work):
+                i = todo[k]
+                with atomic_path(_part(parts, i, "parquet")) as tmp:
+                    pq.write_table(table, tmp)
+                write_text_atomic(
+                    _part(parts, i, "json"),  # written last: marks the part complete
+                    json.dumps({"errors": errors, **counts}),
+                )
+                bar.update(len(chunks[i]))
+    bar.close()
+
+
+def _merge_parts(
+    out: Path, parts: Path, n_parts: int, summary: CatalogSummary, classes: Iterable[str]
+) -> list[dict]:
+    """Copy the parts into the catalog at ``out`` and fill in ``summary``; returns the errors.
+
+    The parts are copied one at a time and counted with Arrow: memory stays at about one part,
+    however many images the catalog holds.
+    """
+    all_errors: list[dict] = []
+    outcome: Counter[str] = Counter()
+    excluded: Counter[str] = Counter()
+    per_class: Counter[str] = Counter()
+    datasets: set[str] = set()
+    images = 0
+    with atomic_path(out) as tmp:
+        with pq.ParquetWriter(tmp, SCHEMA) as writer:
+            for i in range(n_parts):
+                meta = json.loads(_part(parts, i, "json").read_text())
+                all_errors.extend(meta["errors"])
+                outcome.update(meta["outcome"])
+                excluded.update(meta["excluded"])
+                part = pq.read_table(_part(parts, i, "parquet"), schema=SCHEMA)
+                if part.num_rows:
+                    writer.write_table(part)
+                images += part.num_rows
+                for item in pc.value_counts(part.column("label")).to_pylist():
+                    if item["values"] is not None:
+                        per_class[item["values"]] += item["counts"]
+                datasets.update(v for v in pc.unique(part.column("dataset")).to_pylist())
+                del part
+    summary.files_cataloged = outcome["cataloged"]
+    summary.files_excluded = outcome["excluded"]
+    summary.files_skipped = outcome["skipped"]
+    summary.excluded_modalities = dict(sorted(excluded.items()))
+    summary.images = images
+    summary.images_per_class = {c: per_class.get(c, 0) for c in classes}
+    summary.datasets = len(datasets)
+    return all_errors
 
 
 def build_catalog(
@@ -258,11 +325,12 @@ def build_catalog(
     Part files in ``<out>.parts/`` make the build resumable; they are removed at the end.
 
     ``engine`` is ``"local"`` (process pool of ``workers``), ``"ray"`` (Ray Data; a local Ray
-    instance, or the cluster at ``ray_address``), or an :class:`~hypermodal.common.engines.Engine` the
-    caller owns. With Ray, every worker must see the files at the same paths.
-    """
-    import time
+    instance, or the cluster at ``ray_address``), or an :class:`~hypermodal.common.engines.Engine`
+    the caller owns. With Ray, every worker must see the files at the same paths.
 
+    Raises:
+        FileNotFoundError: a root does not exist.
+    """
     start = time.perf_counter()
     roots = [Path(r) for r in roots]
     out = Path(out)
@@ -270,88 +338,24 @@ def build_catalog(
     tasks = discover(roots)
     listing = _listing_hash(tasks, vocabulary)
     parts = out.with_name(out.name + ".parts")
-    if (
-        parts.exists()
-        and (parts / "listing").exists()
-        and (parts / "listing").read_text() != listing
-    ):
+    if (parts / "listing").exists() and (parts / "listing").read_text() != listing:
         log.warning("input listing changed since the interrupted build: starting over")
         shutil.rmtree(parts)
     parts.mkdir(parents=True, exist_ok=True)
     write_text_atomic(parts / "listing", listing)
 
-    chunks = _chunks(tasks, chunk_files)
-    todo = [i for i in range(len(chunks)) if not (parts / f"part-{i:06d}.json").exists()]
-    bar = progress_bar(len(tasks), progress, desc="catalog", unit="file")
-    bar.update(sum(len(chunks[i]) for i in range(len(chunks)) if i not in set(todo)))
-    vocab_dict = vocabulary.to_dict()
-
-    def save_part(i: int, result: tuple[pa.Table, list[dict], dict]) -> None:
-        table, errors, counts = result
-        with atomic_path(parts / f"part-{i:06d}.parquet") as tmp:
-            pq.write_table(table, tmp)
-        write_text_atomic(
-            parts / f"part-{i:06d}.json",  # written last: marks the part complete
-            json.dumps({"errors": errors, **counts}),
-        )
-        bar.update(len(chunks[i]))
-
-    if todo:
-        with engine_scope(engine, workers=workers, address=ray_address) as runner:
-            work = [(chunks[i], vocab_dict) for i in todo]
-            # Looked up here, not bound at import, so tests can stand in for the worker.
-            for k, result in runner.map_unordered(_read_chunk, work):
-                save_part(todo[k], result)
-    bar.close()
-
+    chunks = [tasks[i : i + chunk_files] for i in range(0, len(tasks), chunk_files)]
+    _read_parts(chunks, parts, vocabulary, progress, engine, workers, ray_address)
     summary = CatalogSummary(files_seen=len(tasks))
-    all_errors: list[dict] = []
-    outcome: Counter[str] = Counter()
-    excluded: Counter[str] = Counter()
-    per_class: Counter[str] = Counter()
-    datasets: set[str] = set()
-    images = 0
-    # The parts are copied into the catalog one at a time and counted with Arrow: memory stays
-    # at about one part, however many images the catalog holds.
-    with atomic_path(out) as tmp:
-        with pq.ParquetWriter(tmp, SCHEMA) as writer:
-            for i in range(len(chunks)):
-                meta = json.loads((parts / f"part-{i:06d}.json").read_text())
-                all_errors.extend(meta["errors"])
-                outcome.update(meta["outcome"])
-                excluded.update(meta["excluded"])
-                part = pq.read_table(parts / f"part-{i:06d}.parquet", schema=SCHEMA)
-                if part.num_rows:
-                    writer.write_table(part)
-                images += part.num_rows
-                for item in pc.value_counts(part.column("label")).to_pylist():
-                    if item["values"] is not None:
-                        per_class[item["values"]] += item["counts"]
-                datasets.update(v for v in pc.unique(part.column("dataset")).to_pylist())
-                del part
-    summary.files_cataloged = outcome["cataloged"]
-    summary.files_excluded = outcome["excluded"]
-    summary.files_skipped = outcome["skipped"]
-    summary.excluded_modalities = dict(sorted(excluded.items()))
-    summary.images = images
-    summary.images_per_class = {c: per_class.get(c, 0) for c in vocabulary.classes}
-    summary.datasets = len(datasets)
+    all_errors = _merge_parts(out, parts, len(chunks), summary, vocabulary.classes)
     summary.seconds = round(time.perf_counter() - start, 3)
     if not summary.reconciles():  # pragma: no cover - a bug, not bad input
         raise RuntimeError(f"catalog counts do not reconcile: {summary}")
 
     write_errors(errors_path(out), all_errors)
-    write_text_atomic(
-        summary_path(out),
-        json.dumps(
-            {
-                "summary": summary.to_dict(),
-                "vocabulary": vocabulary.to_dict(),
-                "roots": [str(r.resolve()) for r in roots],
-            },
-            indent=2,
-        ),
-    )
+    roots_seen = [str(r.resolve()) for r in roots]
+    meta = {"summary": summary.to_dict(), "vocabulary": vocabulary.to_dict(), "roots": roots_seen}
+    write_text_atomic(summary_path(out), json.dumps(meta, indent=2))
     shutil.rmtree(parts, ignore_errors=True)
     return summary
 

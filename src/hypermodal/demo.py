@@ -8,9 +8,11 @@ paper's 4.5 million images.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,51 +21,41 @@ from hypermodal.common.files import write_text_atomic
 log = logging.getLogger(__name__)
 
 
-def run_demo(
-    out: Path | str,
-    samples_dir: Path | str | None = None,
-    cache_dir: Path | str | None = None,
-    model: str = "resnet18",
-    epochs: int = 12,
-    train_size: int = 112,
-    max_images_per_epoch: int = 1024,
-    batch_size: int = 32,
-    lr: float = 0.01,
-    caps: dict[str, int] | None = None,
-    seed: int = 0,
-    workers: int | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Run every stage into ``out``; returns the headline metrics and stage timings.
+class _Stages:
+    """Seconds per pipeline stage, in the order the stages ran."""
 
-    Departures from the paper's recipe, all because the corpus is tiny (hundreds of slices, one
-    or two datasets for some classes): batch 32 with lr 0.01 (the paper's 0.1 scaled linearly
-    to batch 32 is 0.025, which was unstable here with a few hundred images), per-dataset caps
-    spread through each volume, class-balanced sampling, geometric augmentation, training at 112
-    pixels from the 224 store, and a per-epoch image cap so it runs in minutes on 2 CPU cores.
-    """
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        log.info("demo: %s", name)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - start, 2)
+
+
+def _prepare_store(
+    out: Path,
+    samples_dir: Path,
+    cache_dir: Path | str | None,
+    caps: dict[str, int],
+    seed: int,
+    workers: int | None,
+    progress: bool,
+    stage: _Stages,
+) -> dict[str, Any]:
+    """Stages samples → catalog → split → store into ``out``; returns what the report needs."""
     from hypermodal.catalog import build_catalog, read_catalog
-    from hypermodal.evaluate import evaluate, write_report
     from hypermodal.labels import ClassVocabulary
     from hypermodal.preprocess import PreprocessConfig
     from hypermodal.sources.samples import gather_samples
     from hypermodal.split import apply_split, split_or_reuse
     from hypermodal.store import META_FILE, SliceStore, build_store
-    from hypermodal.train import TrainConfig, train
 
-    # Per-dataset caps, evenly spaced through each volume, so that a few long template volumes
-    # (the MNI and pydeface MR averages, the CT atlas) do not drown the single real slices.
-    caps = {"CT": 48, "MR": 48} if caps is None else caps
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    samples_dir = Path(samples_dir) if samples_dir else out / "samples"
     vocab = ClassVocabulary()
-    stages: dict[str, float] = {}
-
-    def stage(name: str) -> _Timer:
-        log.info("demo: %s", name)
-        return _Timer(stages, name)
-
     with stage("samples"):
         samples = gather_samples(
             samples_dir, cache_dir=Path(cache_dir) if cache_dir else None, progress=progress
@@ -100,6 +92,65 @@ def run_demo(
             store_rate = store_summary.images_per_second
         else:
             store_rate = SliceStore.open(store_dir).meta.get("summary", {}).get("images_per_second")
+    present = {c for c, n in cat_summary.images_per_class.items() if n}
+    return {
+        "store_dir": store_dir,
+        "store_images_per_second": store_rate,
+        "catalog": cat_summary.to_dict(),
+        "split": plan.quality,
+        "classes_without_data": [c for c in vocab.classes if c not in present],
+        "samples": {k: samples.get(k) for k in ("packages", "totals") if k in samples},
+    }
+
+
+def _demo_note(absent: list[str]) -> str:
+    return (
+        "Tiny real corpus from PyPI packages; "
+        + (
+            f"no real {', '.join(absent)} images ship in any package, so the model is trained "
+            "and tested on the other classes. "
+            if absent
+            else ""
+        )
+        + "Not comparable with the paper's 4.5 million images."
+    )
+
+
+def run_demo(
+    out: Path | str,
+    samples_dir: Path | str | None = None,
+    cache_dir: Path | str | None = None,
+    model: str = "resnet18",
+    epochs: int = 12,
+    train_size: int = 112,
+    max_images_per_epoch: int = 1024,
+    batch_size: int = 32,
+    lr: float = 0.01,
+    caps: dict[str, int] | None = None,
+    seed: int = 0,
+    workers: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run every stage into ``out``; returns the headline metrics and stage timings.
+
+    Departures from the paper's recipe, all because the corpus is tiny (hundreds of slices, one
+    or two datasets for some classes): batch 32 with lr 0.01 (the paper's 0.1 scaled linearly
+    to batch 32 is 0.025, which was unstable here with a few hundred images), per-dataset caps
+    spread through each volume, class-balanced sampling, geometric augmentation, training at 112
+    pixels from the 224 store, and a per-epoch image cap so it runs in minutes on 2 CPU cores.
+    """
+    from hypermodal.evaluate import evaluate, write_report
+    from hypermodal.train import TrainConfig, train
+
+    # Per-dataset caps, evenly spaced through each volume, so that a few long template volumes
+    # (the MNI and pydeface MR averages, the CT atlas) do not drown the single real slices.
+    caps = {"CT": 48, "MR": 48} if caps is None else caps
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    samples_dir = Path(samples_dir) if samples_dir else out / "samples"
+    stage = _Stages()
+    data = _prepare_store(out, samples_dir, cache_dir, caps, seed, workers, progress, stage)
+    store_dir = data.pop("store_dir")
     config = TrainConfig(
         model=model,
         epochs=epochs,
@@ -112,37 +163,21 @@ def run_demo(
         train_size=train_size,
     )
     with stage("train"):
-        train(
-            store_dir,
-            out,
-            config,
-            resume=(out / "checkpoints" / "last.pt").exists(),
-            progress=progress,
-        )
+        resume = (out / "checkpoints" / "last.pt").exists()
+        train(store_dir, out, config, resume=resume, progress=progress)
     with stage("evaluate"):
         metrics = evaluate(out / "checkpoints" / "best.pt", store_dir, out, split="test")
 
-    present = {c for c, n in cat_summary.images_per_class.items() if n}
-    absent = [c for c in vocab.classes if c not in present]
-    demo_info = {
-        "stage_seconds": stages,
-        "store_images_per_second": store_rate,
-        "catalog": cat_summary.to_dict(),
-        "split": plan.quality,
+    absent = data["classes_without_data"]
+    metrics["demo"] = {
+        "stage_seconds": stage.seconds,
+        "store_images_per_second": data["store_images_per_second"],
+        "catalog": data["catalog"],
+        "split": data["split"],
         "classes_without_data": absent,
-        "samples": {k: samples.get(k) for k in ("packages", "totals") if k in samples},
-        "note": (
-            "Tiny real corpus from PyPI packages; "
-            + (
-                f"no real {', '.join(absent)} images ship in any package, so the model is trained "
-                "and tested on the other classes. "
-                if absent
-                else ""
-            )
-            + "Not comparable with the paper's 4.5 million images."
-        ),
+        "samples": data["samples"],
+        "note": _demo_note(absent),
     }
-    metrics["demo"] = demo_info
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
     with stage("report"):
         write_report(out, metrics, out / "history.csv")
@@ -153,19 +188,7 @@ def run_demo(
         "accuracy": metrics["accuracy"],
         "balanced_accuracy": metrics["balanced_accuracy"],
         "classes_without_data": absent,
-        "stage_seconds": stages,
-        "store_images_per_second": store_rate,
+        "stage_seconds": stage.seconds,
+        "store_images_per_second": data["store_images_per_second"],
         "report": str(out / "report.md"),
     }
-
-
-class _Timer:
-    def __init__(self, sink: dict[str, float], name: str) -> None:
-        self.sink, self.name = sink, name
-
-    def __enter__(self) -> _Timer:
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.sink[self.name] = round(time.perf_counter() - self.start, 2)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hypermodal.common.files import write_text_atomic
+
 #: The paper's four classes, in the order used by default.
 DEFAULT_CLASSES: tuple[str, ...] = ("CT", "MR", "PT", "XR")
 
@@ -123,8 +125,6 @@ class ClassVocabulary:
         return cls(classes=names, modality_map=mapping, other=other.upper() if other else None)
 
     def save(self, path: Path) -> None:
-        from hypermodal.common.files import write_text_atomic
-
         write_text_atomic(path, json.dumps(self.to_dict(), indent=2))
 
     @classmethod

@@ -1,18 +1,24 @@
-"""Evaluate: a checkpoint on the unseen test datasets: metrics, tables, figures and the report."""
+"""Evaluate: a checkpoint on the unseen test datasets: metrics, tables, figures and the report.
+
+:func:`evaluate` (``run.py``) predicts one split of a store and writes everything;
+``metrics.py`` holds the scores, ``figures.py`` the plots, ``history.py`` the training history as
+read back, and ``report.py`` the Markdown report.
+"""
 
 from __future__ import annotations
 
+from hypermodal.evaluate.metrics import (
+    accuracy,
+    balanced_accuracy,
+    confusion_matrix,
+    per_class_table,
+    per_dataset_table,
+)
 from hypermodal.evaluate.report import (
     PAPER_RESULTS,
     write_report,
 )
-from hypermodal.evaluate.run import (
-    accuracy,
-    balanced_accuracy,
-    confusion_matrix,
-    evaluate,
-    per_dataset_table,
-)
+from hypermodal.evaluate.run import evaluate
 
 __all__ = [
     "PAPER_RESULTS",
@@ -20,6 +26,7 @@ __all__ = [
     "balanced_accuracy",
     "confusion_matrix",
     "evaluate",
+    "per_class_table",
     "per_dataset_table",
     "write_report",
 ]

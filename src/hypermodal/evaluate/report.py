@@ -11,7 +11,6 @@ small to compare with the paper's 4.5 million images.
 from __future__ import annotations
 
 import json
-import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ from typing import Any
 import pandas as pd
 
 from hypermodal.common.files import write_text_atomic
+from hypermodal.evaluate.history import read_history
+from hypermodal.evaluate.metrics import finite_or_none
 
 REPORT_FILE = "report.md"
 
@@ -36,27 +37,18 @@ SMALL_CORPUS = 100_000
 
 
 def _pct(value: Any) -> str:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return "n/a"
-    return f"{v:.2%}" if math.isfinite(v) else "n/a"
+    v = finite_or_none(value)
+    return "n/a" if v is None else f"{v:.2%}"
 
 
 def _num(value: Any, digits: int = 1) -> str:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return "n/a"
-    return f"{v:,.{digits}f}" if math.isfinite(v) else "n/a"
+    v = finite_or_none(value)
+    return "n/a" if v is None else f"{v:,.{digits}f}"
 
 
 def _duration(seconds: Any) -> str:
-    try:
-        s = float(seconds)
-    except (TypeError, ValueError):
-        return "n/a"
-    if not math.isfinite(s):
+    s = finite_or_none(seconds)
+    if s is None:
         return "n/a"
     if s >= 3600:
         return f"{s / 3600:.2f} h"
@@ -74,14 +66,6 @@ def _table(header: list[str], rows: list[list[Any]], align: str | None = None) -
         cells = [str(c).replace("|", "\\|").replace("\n", " ") for c in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _history_frame(metrics: dict[str, Any], history_csv: Path | str | None) -> pd.DataFrame:
-    if history_csv is not None and Path(history_csv).is_file():
-        frame = pd.read_csv(history_csv)
-        if not frame.empty:
-            return frame
-    return pd.DataFrame(metrics.get("history") or [])
 
 
 def honesty_notes(metrics: dict[str, Any]) -> list[str]:
@@ -127,6 +111,186 @@ def honesty_notes(metrics: dict[str, Any]) -> list[str]:
     return notes
 
 
+def _headline(metrics: dict[str, Any], split: str) -> list[str]:
+    model = str(metrics.get("model") or "?")
+    rows: list[list[Any]] = [
+        [
+            f"**this run: {PAPER_LABELS.get(model, model)}** ({split})",
+            f"**{_pct(metrics.get('accuracy'))}**",
+            f"**{_pct(metrics.get('balanced_accuracy'))}**",
+            f"{int(metrics.get('num_images') or 0):,}",
+        ]
+    ]
+    for name, (acc, bal) in PAPER_RESULTS.items():
+        mark = " ← same architecture" if name == model else ""
+        label = f"paper: {PAPER_LABELS[name]} (test){mark}"
+        rows.append([label, _pct(acc), _pct(bal), "~4.5 M corpus"])
+    return [
+        "## Headline\n",
+        _table(["model", "accuracy", "balanced accuracy", "images"], rows, "lrrr"),
+        "\nBalanced accuracy is the mean recall over the classes present in the true labels "
+        "(scikit-learn's definition). The paper's figures are from its Table 2 (10 epochs, "
+        "test set of its 4.5-million-image corpus).\n",
+    ]
+
+
+def _confusion(metrics: dict[str, Any], classes: list[str]) -> list[str]:
+    parts = ["## Confusion matrix\n"]
+    cm = metrics.get("confusion_matrix") or []
+    if cm:
+        cm_rows = []
+        for i, name in enumerate(classes):
+            n = sum(cm[i])
+            recall = _pct(cm[i][i] / n) if n else "n/a (no images)"
+            cm_rows.append([f"**{name}**", *[f"{v:,}" for v in cm[i]], f"{n:,}", recall])
+        header = ["true \\ predicted", *classes, "total", "recall"]
+        parts.append(_table(header, cm_rows, "l" + "r" * (len(classes) + 2)))
+    parts.append("\n![Confusion matrix](confusion_matrix.png)\n")
+    per_class = metrics.get("per_class") or []
+    if per_class:
+        rows = [
+            [
+                r["class"],
+                f"{r['n_true']:,}",
+                f"{r['n_predicted']:,}",
+                f"{r['correct']:,}",
+                _pct(r.get("recall")),
+                _pct(r.get("precision")),
+            ]
+            for r in per_class
+        ]
+        header = ["class", "true images", "predicted", "correct", "recall", "precision"]
+        parts += ["### Per class\n", _table(header, rows, "lrrrrr") + "\n"]
+    return parts
+
+
+def _per_dataset(metrics: dict[str, Any], split: str) -> list[str]:
+    parts = ["## Accuracy per dataset (paper Table 3)\n"]
+    per_dataset = metrics.get("per_dataset") or []
+    if not per_dataset:
+        return [*parts, f"No {split} images.\n"]
+    rows = [
+        [r["dataset"], r["label"], f"{r['n']:,}", f"{r['correct']:,}", _pct(r["accuracy"])]
+        for r in per_dataset
+    ]
+    header = ["dataset", "true class", "images", "correct", "accuracy"]
+    return [*parts, _table(header, rows, "llrrr") + "\n"]
+
+
+def _class_counts(metrics: dict[str, Any]) -> list[str]:
+    parts = ["## Images per class per split (paper Fig. 3)\n"]
+    counts: dict[str, dict[str, int]] = metrics.get("class_counts") or {}
+    if counts:
+        splits = list(counts)
+        names = list(next(iter(counts.values())).keys())
+        count_rows = [[c, *[f"{counts[s].get(c, 0):,}" for s in splits]] for c in names]
+        count_rows.append(["**total**", *[f"**{sum(counts[s].values()):,}**" for s in splits]])
+        parts.append(_table(["class", *splits], count_rows, "l" + "r" * len(splits)))
+    parts.append("\n![Images per class per split](class_counts.png)\n")
+    return parts
+
+
+#: History columns shown in the report: column, heading, format.
+_HISTORY_COLUMNS = (
+    ("epoch", "epoch", lambda v: str(int(v))),
+    ("train_loss", "train loss", lambda v: _num(v, 4)),
+    ("train_accuracy", "train acc", _pct),
+    ("val_loss", "val loss", lambda v: _num(v, 4)),
+    ("val_accuracy", "val acc", _pct),
+    ("lr", "lr", lambda v: f"{float(v):.3g}"),
+    ("seconds", "seconds", lambda v: _num(v, 1)),
+    ("images_per_s", "images/s", lambda v: _num(v, 1)),
+)
+
+
+def _curves(history: pd.DataFrame) -> list[str]:
+    parts = ["## Training curves (paper Fig. 4)\n", "![Accuracy and loss per epoch](curves.png)\n"]
+    if history.empty:
+        return parts
+    present = [c for c in _HISTORY_COLUMNS if c[0] in history]
+    rows = [[fmt(r[key]) for key, _, fmt in present] for _, r in history.iterrows()]
+    parts.append(_table([c[1] for c in present], rows, "r" * len(present)) + "\n")
+    if history.get("val_loss") is not None and history["val_loss"].isna().all():
+        parts.append(
+            "The validation split was empty: the learning-rate scheduler and the best "
+            "checkpoint used the training loss.\n"
+        )
+    return parts
+
+
+def _timing(metrics: dict[str, Any]) -> list[str]:
+    training = metrics.get("training") or {}
+    row = [
+        training.get("epochs", "n/a"),
+        _duration(training.get("seconds")),
+        _num(training.get("mean_images_per_s")),
+        training.get("device") or "n/a",
+    ]
+    header = ["epochs", "total training time", "mean images/s", "device"]
+    parts = [
+        "## Training time (paper Fig. 5)\n",
+        _table(header, [row], "rrrl"),
+        "\nTraining time counts the training and validation passes of every epoch (checkpoint "
+        "writing excluded); the paper reports hours on two GTX 1080 Ti.\n",
+        "![Training time](training_time.png)\n",
+    ]
+    pred = metrics.get("prediction") or {}
+    if pred:
+        parts.append(
+            f"Prediction: {int(metrics.get('num_images') or 0):,} images in "
+            f"{_duration(pred.get('seconds'))} = {_num(pred.get('images_per_s'))} images/s on "
+            f"{pred.get('device', 'n/a')} (batch {pred.get('batch_size', 'n/a')}; timed: "
+            f"{pred.get('timed', 'n/a')}).\n"
+        )
+    demo = metrics.get("demo") or {}
+    stages = demo.get("stage_seconds") if isinstance(demo, dict) else None
+    if stages:
+        rows = [[name, f"{float(sec):.1f}"] for name, sec in stages.items()]
+        rows.append(["**total**", f"**{sum(float(v) for v in stages.values()):.1f}**"])
+        parts += ["## Pipeline stages\n", _table(["stage", "seconds"], rows, "lr")]
+        if demo.get("store_images_per_second"):
+            rate = float(demo["store_images_per_second"])
+            parts.append(f"\nStore build rate: {rate:,.0f} images/s.\n")
+    return parts
+
+
+def _reproducibility(metrics: dict[str, Any]) -> list[str]:
+    config = metrics.get("resolved_config") or metrics.get("config") or {}
+    repro = [
+        ["seed", metrics.get("seed", config.get("seed", "n/a"))],
+        ["split hash (training)", f"`{metrics.get('split_hash')}`"],
+        ["split hash (evaluated store)", f"`{metrics.get('store_split_hash')}`"],
+        ["store", f"`{metrics.get('store_path')}`"],
+        ["checkpoint", f"`{metrics.get('checkpoint')}` (epoch {metrics.get('checkpoint_epoch')})"],
+        ["checkpoint sha256", f"`{metrics.get('checkpoint_sha256')}`"],
+        [
+            "input",
+            f"{metrics.get('train_size')} px, preprocessing "
+            f"`{json.dumps(metrics.get('preprocess'))}`",
+        ],
+    ]
+    parts = [
+        "## Reproducibility\n",
+        _table(["", ""], repro),
+        "\nTraining config (resolved):\n",
+        "```json\n" + json.dumps(config, indent=2, default=str) + "\n```\n",
+    ]
+    versions = metrics.get("training_versions") or metrics.get("versions") or {}
+    if versions:
+        parts.append("Package versions (training run):\n")
+        parts.append(_table(["package", "version"], [[k, v] for k, v in versions.items()]) + "\n")
+    eval_versions = metrics.get("versions") or {}
+    if eval_versions and eval_versions != versions:
+        changed = {
+            k: (versions.get(k), v) for k, v in eval_versions.items() if versions.get(k) != v
+        }
+        if changed:
+            rows = [[k, a, b] for k, (a, b) in changed.items()]
+            parts.append("Versions that differ at evaluation time:\n")
+            parts.append(_table(["package", "training", "evaluation"], rows) + "\n")
+    return parts
+
+
 def write_report(
     out_dir: Path | str,
     metrics: dict[str, Any],
@@ -150,222 +314,23 @@ def write_report(
     model = str(metrics.get("model") or "?")
     split = str(metrics.get("split") or "test")
     classes: list[str] = list(metrics.get("classes") or [])
-    history = _history_frame(metrics, history_csv)
-    parts: list[str] = []
-    add = parts.append
-
-    add(f"# {title or f'Modality classification: {model} on the {split} split'}\n")
-    add(
+    parts = [
+        f"# {title or f'Modality classification: {model} on the {split} split'}\n",
         f"Generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} by hypermodal "
         f"{(metrics.get('versions') or {}).get('hypermodal', '')}. "
         f"{int(metrics.get('num_images') or 0):,} {split} images, classes "
-        f"{', '.join(classes) or 'n/a'}.\n"
-    )
-
+        f"{', '.join(classes) or 'n/a'}.\n",
+    ]
     notes = honesty_notes(metrics)
     if notes:
-        add("## Read this first\n")
-        add("\n".join(f"- {n}" for n in notes) + "\n")
-
-    add("## Headline\n")
-    rows: list[list[Any]] = [
-        [
-            f"**this run: {PAPER_LABELS.get(model, model)}** ({split})",
-            f"**{_pct(metrics.get('accuracy'))}**",
-            f"**{_pct(metrics.get('balanced_accuracy'))}**",
-            f"{int(metrics.get('num_images') or 0):,}",
-        ]
-    ]
-    for name, (acc, bal) in PAPER_RESULTS.items():
-        mark = " ← same architecture" if name == model else ""
-        label = f"paper: {PAPER_LABELS[name]} (test){mark}"
-        rows.append([label, _pct(acc), _pct(bal), "~4.5 M corpus"])
-    add(_table(["model", "accuracy", "balanced accuracy", "images"], rows, "lrrr"))
-    add(
-        "\nBalanced accuracy is the mean recall over the classes present in the true labels "
-        "(scikit-learn's definition). The paper's figures are from its Table 2 (10 epochs, "
-        "test set of its 4.5-million-image corpus).\n"
-    )
-
-    add("## Confusion matrix\n")
-    cm = metrics.get("confusion_matrix") or []
-    if cm:
-        cm_rows = []
-        for i, name in enumerate(classes):
-            n = sum(cm[i])
-            recall = _pct(cm[i][i] / n) if n else "n/a (no images)"
-            cm_rows.append([f"**{name}**", *[f"{v:,}" for v in cm[i]], f"{n:,}", recall])
-        add(
-            _table(
-                ["true \\ predicted", *classes, "total", "recall"],
-                cm_rows,
-                "l" + "r" * (len(classes) + 2),
-            )
-        )
-    add("\n![Confusion matrix](confusion_matrix.png)\n")
-
-    per_class = metrics.get("per_class") or []
-    if per_class:
-        add("### Per class\n")
-        add(
-            _table(
-                ["class", "true images", "predicted", "correct", "recall", "precision"],
-                [
-                    [
-                        r["class"],
-                        f"{r['n_true']:,}",
-                        f"{r['n_predicted']:,}",
-                        f"{r['correct']:,}",
-                        _pct(r.get("recall")),
-                        _pct(r.get("precision")),
-                    ]
-                    for r in per_class
-                ],
-                "lrrrrr",
-            )
-            + "\n"
-        )
-
-    add("## Accuracy per dataset (paper Table 3)\n")
-    per_dataset = metrics.get("per_dataset") or []
-    if per_dataset:
-        add(
-            _table(
-                ["dataset", "true class", "images", "correct", "accuracy"],
-                [
-                    [
-                        r["dataset"],
-                        r["label"],
-                        f"{r['n']:,}",
-                        f"{r['correct']:,}",
-                        _pct(r["accuracy"]),
-                    ]
-                    for r in per_dataset
-                ],
-                "llrrr",
-            )
-            + "\n"
-        )
-    else:
-        add(f"No {split} images.\n")
-
-    add("## Images per class per split (paper Fig. 3)\n")
-    counts: dict[str, dict[str, int]] = metrics.get("class_counts") or {}
-    if counts:
-        splits = list(counts)
-        names = list(next(iter(counts.values())).keys())
-        count_rows = [[c, *[f"{counts[s].get(c, 0):,}" for s in splits]] for c in names]
-        count_rows.append(
-            ["**total**", *[f"**{sum(counts[s].values()):,}**" for s in splits]]
-        )
-        add(_table(["class", *splits], count_rows, "l" + "r" * len(splits)))
-    add("\n![Images per class per split](class_counts.png)\n")
-
-    add("## Training curves (paper Fig. 4)\n")
-    add("![Accuracy and loss per epoch](curves.png)\n")
-    if not history.empty:
-        cols = [
-            ("epoch", "epoch", lambda v: str(int(v))),
-            ("train_loss", "train loss", lambda v: _num(v, 4)),
-            ("train_accuracy", "train acc", _pct),
-            ("val_loss", "val loss", lambda v: _num(v, 4)),
-            ("val_accuracy", "val acc", _pct),
-            ("lr", "lr", lambda v: f"{float(v):.3g}"),
-            ("seconds", "seconds", lambda v: _num(v, 1)),
-            ("images_per_s", "images/s", lambda v: _num(v, 1)),
-        ]
-        present = [c for c in cols if c[0] in history]
-        add(
-            _table(
-                [c[1] for c in present],
-                [[fmt(r[key]) for key, _, fmt in present] for _, r in history.iterrows()],
-                "r" * len(present),
-            )
-            + "\n"
-        )
-        if history.get("val_loss") is not None and history["val_loss"].isna().all():
-            add(
-                "The validation split was empty: the learning-rate scheduler and the best "
-                "checkpoint used the training loss.\n"
-            )
-
-    add("## Training time (paper Fig. 5)\n")
-    training = metrics.get("training") or {}
-    add(
-        _table(
-            ["epochs", "total training time", "mean images/s", "device"],
-            [
-                [
-                    training.get("epochs", "n/a"),
-                    _duration(training.get("seconds")),
-                    _num(training.get("mean_images_per_s")),
-                    training.get("device") or "n/a",
-                ]
-            ],
-            "rrrl",
-        )
-    )
-    add(
-        "\nTraining time counts the training and validation passes of every epoch (checkpoint "
-        "writing excluded); the paper reports hours on two GTX 1080 Ti.\n"
-    )
-    add("![Training time](training_time.png)\n")
-    pred = metrics.get("prediction") or {}
-    if pred:
-        add(
-            f"Prediction: {int(metrics.get('num_images') or 0):,} images in "
-            f"{_duration(pred.get('seconds'))} = {_num(pred.get('images_per_s'))} images/s on "
-            f"{pred.get('device', 'n/a')} (batch {pred.get('batch_size', 'n/a')}; timed: "
-            f"{pred.get('timed', 'n/a')}).\n"
-        )
-
-    demo = metrics.get("demo") or {}
-    stages = demo.get("stage_seconds") if isinstance(demo, dict) else None
-    if stages:
-        add("## Pipeline stages\n")
-        rows = [[name, f"{float(sec):.1f}"] for name, sec in stages.items()]
-        rows.append(["**total**", f"**{sum(float(v) for v in stages.values()):.1f}**"])
-        add(_table(["stage", "seconds"], rows, "lr"))
-        if demo.get("store_images_per_second"):
-            add(f"\nStore build rate: {float(demo['store_images_per_second']):,.0f} images/s.\n")
-
-    add("## Reproducibility\n")
-    config = metrics.get("resolved_config") or metrics.get("config") or {}
-    repro = [
-        ["seed", metrics.get("seed", config.get("seed", "n/a"))],
-        ["split hash (training)", f"`{metrics.get('split_hash')}`"],
-        ["split hash (evaluated store)", f"`{metrics.get('store_split_hash')}`"],
-        ["store", f"`{metrics.get('store_path')}`"],
-        ["checkpoint", f"`{metrics.get('checkpoint')}` (epoch {metrics.get('checkpoint_epoch')})"],
-        ["checkpoint sha256", f"`{metrics.get('checkpoint_sha256')}`"],
-        [
-            "input",
-            f"{metrics.get('train_size')} px, preprocessing "
-            f"`{json.dumps(metrics.get('preprocess'))}`",
-        ],
-    ]
-    add(_table(["", ""], repro))
-    add("\nTraining config (resolved):\n")
-    add("```json\n" + json.dumps(config, indent=2, default=str) + "\n```\n")
-    versions = metrics.get("training_versions") or metrics.get("versions") or {}
-    if versions:
-        add("Package versions (training run):\n")
-        add(_table(["package", "version"], [[k, v] for k, v in versions.items()]) + "\n")
-    eval_versions = metrics.get("versions") or {}
-    if eval_versions and eval_versions != versions:
-        changed = {
-            k: (versions.get(k), v) for k, v in eval_versions.items() if versions.get(k) != v
-        }
-        if changed:
-            add("Versions that differ at evaluation time:\n")
-            add(
-                _table(
-                    ["package", "training", "evaluation"],
-                    [[k, a, b] for k, (a, b) in changed.items()],
-                )
-                + "\n"
-            )
-
+        parts += ["## Read this first\n", "\n".join(f"- {n}" for n in notes) + "\n"]
+    parts += _headline(metrics, split)
+    parts += _confusion(metrics, classes)
+    parts += _per_dataset(metrics, split)
+    parts += _class_counts(metrics)
+    parts += _curves(read_history(history_csv, metrics.get("history")))
+    parts += _timing(metrics)
+    parts += _reproducibility(metrics)
     path = out_dir / REPORT_FILE
     write_text_atomic(path, "\n".join(parts).rstrip() + "\n")
     return path

@@ -1,24 +1,31 @@
-"""Split: whole datasets to train/validate/test, with per-dataset caps (written once, then reused)."""
+"""Split: whole datasets to train/validate/test, with per-dataset caps (written once, then reused).
+
+``plan.py`` holds :class:`SplitPlan` and split files, ``assignment.py`` makes, reuses and applies
+a split, ``auto.py`` finds one automatically, ``constraints.py`` and ``quality.py`` say what a
+good split needs and how close one comes.
+"""
 
 from __future__ import annotations
 
-from hypermodal.split.assignment import (
+from hypermodal.common.errors import SplitError
+from hypermodal.split.assignment import apply_split, class_counts, make_split, split_or_reuse
+from hypermodal.split.auto import auto_split
+from hypermodal.split.plan import (
+    CAP_ORDERS,
+    DEFAULT_CAPS,
     DEFAULT_RATIOS,
+    SPLIT_ALIASES,
     SPLITS,
-    SplitError,
     SplitPlan,
-    apply_split,
-    auto_split,
-    class_counts,
-    location_quality,
-    make_split,
-    split_or_reuse,
-    split_quality,
 )
+from hypermodal.split.quality import location_quality, split_quality
 
 __all__ = [
+    "CAP_ORDERS",
+    "DEFAULT_CAPS",
     "DEFAULT_RATIOS",
     "SPLITS",
+    "SPLIT_ALIASES",
     "SplitError",
     "SplitPlan",
     "apply_split",

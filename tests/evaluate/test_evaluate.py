@@ -1,4 +1,4 @@
-"""Evaluation metrics, output files and the report, on tiny synthetic stores.
+"""Evaluation output files and the report, on tiny synthetic stores.
 
 Synthetic data check the mechanics only; nothing here is an accuracy claim.
 """
@@ -15,20 +15,12 @@ import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
-from hypermodal.evaluate import (
-    PAPER_RESULTS,
-    accuracy,
-    balanced_accuracy,
-    confusion_matrix,
-    evaluate,
-    per_dataset_table,
-    write_report,
-)
-from hypermodal.labels import ClassVocabulary
-from hypermodal.store import SliceStore, write_store_arrays
+from hypermodal.evaluate import PAPER_RESULTS, evaluate, write_report
+from hypermodal.store import SliceStore
 from hypermodal.train import TrainConfig, train
+from tests import helpers
+from tests.helpers import CLASSES
 
-CLASSES = ("CT", "MR", "PT", "XR")
 OUTPUT_FILES = (
     "predictions.parquet",
     "metrics.json",
@@ -42,35 +34,19 @@ OUTPUT_FILES = (
 )
 
 
-def _pattern(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    img = [
-        (np.sin(yy / 1.5) > 0).astype(np.float32),
-        (np.sin(xx / 1.5) > 0).astype(np.float32),
-        np.exp(-((yy - size / 2) ** 2 + (xx - size / 2) ** 2) / (2.0 * size)),
-        (xx + yy) / (2.0 * size),
-    ][label] + rng.normal(0, 0.15, (size, size))
-    img = (img - img.min()) / (img.max() - img.min())
-    return (img * 255).astype(np.uint8)
+def dataset_name(split: str, i: int) -> str:
+    return f"{split}-set{i % 3}"
 
 
 def make_store(
     path: Path,
     n_per_class: tuple[int, int, int] = (8, 4, 6),
-    test_classes: tuple[str, ...] = CLASSES,
-    size: int = 32,
+    test_classes: tuple[str, ...] | None = None,
 ) -> SliceStore:
-    rng = np.random.default_rng(1)
-    vocab = ClassVocabulary()
-    images, rows = [], []
-    for split, n in zip(("train", "validate", "test"), n_per_class, strict=True):
-        for label in CLASSES:
-            if split == "test" and label not in test_classes:
-                continue
-            for i in range(n):
-                images.append(_pattern(vocab.index(label), size, rng))
-                rows.append({"dataset": f"{split}-set{i % 3}", "label": label, "split": split})
-    return write_store_arrays(path, np.stack(images), pd.DataFrame(rows), vocab)
+    """The synthetic store of these tests: three datasets per split."""
+    return helpers.make_store(
+        path, n_per_class, seed=1, test_classes=test_classes, dataset_name=dataset_name
+    )
 
 
 @pytest.fixture(scope="module")
@@ -82,55 +58,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"root": root, "store": store, "ckpt": root / "run" / "checkpoints" / "best.pt"}
 
 
-# ----------------------------------------------------------------------------- metrics
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_metrics_equal_scikit_learn(seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    k = 4
-    y_true = rng.integers(0, k, 200)
-    y_true[y_true == 2] = 0  # class 2 absent from the true labels
-    y_pred = np.where(rng.random(200) < 0.7, y_true, rng.integers(0, k, 200))
-    assert accuracy(y_true, y_pred) == pytest.approx(accuracy_score(y_true, y_pred))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # sklearn warns that y_pred has a class not in y_true
-        expected_bal = balanced_accuracy_score(y_true, y_pred)
-    assert balanced_accuracy(y_true, y_pred, k) == pytest.approx(expected_bal)
-    np.testing.assert_array_equal(
-        confusion_matrix(y_true, y_pred, k), sk_confusion_matrix(y_true, y_pred, labels=range(k))
-    )
-
-
-def test_metric_edge_cases() -> None:
-    empty = np.zeros(0, dtype=np.int64)
-    assert np.isnan(accuracy(empty, empty))
-    assert np.isnan(balanced_accuracy(empty, empty, 4))
-    assert confusion_matrix(empty, empty, 3).shape == (3, 3)
-    with pytest.raises(ValueError):
-        confusion_matrix(np.array([0, 5]), np.array([0, 1]), 4)
-
-
-def test_per_dataset_table_groups_by_dataset_and_true_class() -> None:
-    frame = pd.DataFrame(
-        {
-            "dataset": ["a", "a", "a", "b", "b"],
-            "label": ["MR", "CT", "CT", "CT", "CT"],
-            "prediction": ["MR", "CT", "MR", "CT", "CT"],
-        }
-    )
-    table = per_dataset_table(frame, list(CLASSES))
-    assert table[["dataset", "label", "n", "correct"]].values.tolist() == [
-        ["a", "CT", 2, 1],
-        ["b", "CT", 2, 2],
-        ["a", "MR", 1, 1],
-    ]
-    assert table["accuracy"].tolist() == [0.5, 1.0, 1.0]
-
-
-# ---------------------------------------------------------------------------- evaluate
-
-
+@pytest.mark.slow
 def test_evaluate_writes_everything_and_agrees_with_sklearn(run: dict, tmp_path: Path) -> None:
     out = tmp_path / "eval"
     metrics = evaluate(run["ckpt"], run["store"].path, out, split="test", batch_size=10)
@@ -190,6 +118,7 @@ def test_evaluate_writes_everything_and_agrees_with_sklearn(run: dict, tmp_path:
     assert run["store"].split_hash in report
 
 
+@pytest.mark.slow
 def test_predictions_do_not_depend_on_batch_size(run: dict, tmp_path: Path) -> None:
     """Eval mode: BatchNorm uses running statistics, so batching cannot change outputs."""
     evaluate(run["ckpt"], run["store"].path, tmp_path / "a", batch_size=5, write_report_md=False)
@@ -201,6 +130,7 @@ def test_predictions_do_not_depend_on_batch_size(run: dict, tmp_path: Path) -> N
     assert not (tmp_path / "a" / "report.md").exists()
 
 
+@pytest.mark.slow
 def test_class_missing_from_test_split(run: dict, tmp_path: Path) -> None:
     store = make_store(tmp_path / "nopt", test_classes=("CT", "MR", "XR"))
     metrics = evaluate(run["ckpt"], store.path, tmp_path / "eval", split="test")
@@ -217,6 +147,7 @@ def test_class_missing_from_test_split(run: dict, tmp_path: Path) -> None:
     assert "No test images of PT" in report
 
 
+@pytest.mark.slow
 def test_empty_split_does_not_crash(run: dict, tmp_path: Path) -> None:
     store = make_store(tmp_path / "notest", n_per_class=(8, 4, 0))
     metrics = evaluate(run["ckpt"], store.path, tmp_path / "eval", split="test")
@@ -226,6 +157,7 @@ def test_empty_split_does_not_crash(run: dict, tmp_path: Path) -> None:
         assert (tmp_path / "eval" / name).is_file(), name
 
 
+@pytest.mark.slow
 def test_report_from_saved_metrics_says_when_a_class_has_no_data(
     run: dict, tmp_path: Path
 ) -> None:
