@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from hypermodal.demo import run_demo
-from hypermodal.train.checkpoint import load_model
+from hypermodal.inference import load_model
 from tests.helpers import REPO
 
 

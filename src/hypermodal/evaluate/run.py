@@ -16,7 +16,7 @@ Outputs in ``out_dir`` (every file written atomically)::
 The metrics are defined in :mod:`hypermodal.evaluate.metrics`; a class with no images in the
 split is left out of balanced accuracy and reported in ``missing_classes``.
 
-Images are predicted through :func:`hypermodal.train.checkpoint.predict_proba`: eval mode, no
+Images are predicted through :func:`hypermodal.inference.predict_proba`: eval mode, no
 gradients, the training input path (uint8 → ``/255`` → resize to ``train_size``), softmax
 probabilities.
 """
@@ -112,8 +112,8 @@ def _predict(
     """Softmax probabilities of ``rows`` (in row order), and how long predicting them took
     (``metrics["prediction"]``)."""
     from hypermodal.common.progress import progress_bar
-    from hypermodal.train.checkpoint import predict_proba
-    from hypermodal.train.data import BatchFeeder, resolve_workers
+    from hypermodal.inference import predict_proba
+    from hypermodal.store.loader import BatchFeeder, resolve_workers
 
     feed = BatchFeeder(
         store.images,
@@ -296,11 +296,11 @@ def evaluate(
         The metrics dict that is written to ``metrics.json`` (JSON-safe: NaN → None).
 
     Raises:
-        hypermodal.train.CheckpointError: unusable checkpoint.
+        hypermodal.common.errors.CheckpointError: unusable checkpoint.
         ValueError: unknown split, or store images of another size than the model's input.
     """
     from hypermodal.common.versions import package_versions
-    from hypermodal.train.checkpoint import load_model
+    from hypermodal.inference import load_model
 
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from hypermodal.common.errors import PermanentFetchError
+from hypermodal.split import SPLIT_ALIASES
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,6 @@ ALIASES = {
     "size_MB": ("size_MB", "series_size_MB"),
     "url": ("url", "series_aws_url"),
 }
-SPLIT_ALIASES = {"val": "validate", "valid": "validate", "validation": "validate"}
 
 
 @dataclass(frozen=True)

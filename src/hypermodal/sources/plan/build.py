@@ -103,7 +103,7 @@ def build_plan(
     :data:`hypermodal.sources.plan.idc_index.SERIES_COLUMNS`, in catalog order).
 
     ``auto``: ignore the spec's splits and assign whole datasets with
-    :func:`hypermodal.split.assignment.auto_split` (external datasets take part with their published
+    :func:`hypermodal.split.auto_split` (external datasets take part with their published
     sizes). ``fallback_locations``: collection_id → body location for datasets whose series have
     no ``BodyPartExamined``.
     """
