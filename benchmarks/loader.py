@@ -150,7 +150,7 @@ def threaded_random(
 
 
 def feeder(store: SliceStore, batch: int, limit: int, workers: int, epoch: int) -> float:
-    from hypermodal.train.data import BatchFeeder
+    from hypermodal.store.loader import BatchFeeder
 
     f = BatchFeeder(
         store.images,

@@ -1,10 +1,10 @@
 """Peak memory (RSS) of catalog + store build, at 10,000 and 100,000 slices.
 
 Each size runs in a fresh child process that builds the catalog of a synthetic DICOM folder
-(:mod:`hypermodal.sources.synthetic`, throughput/memory tests only), marks every row ``train`` and builds
-the store from it. The child reports ``ru_maxrss`` of itself (the driver: catalog table, plan,
-journal, manifest) and of its largest worker process (decode + preprocess of one chunk). The
-target is a flat peak, under 1.5 GB, whatever the number of slices.
+(:mod:`hypermodal.sources.synthetic`, throughput/memory tests only), marks every row ``train``
+and builds the store from it. The child reports ``ru_maxrss`` of itself (the driver: catalog
+table, plan, journal, manifest) and of its largest worker process (decode + preprocess of one
+chunk). The target is a flat peak, under 1.5 GB, whatever the number of slices.
 
 To make 10⁵ slices cheap on a small machine, the default input is multi-frame PET-like files
 (128×128, 50 frames per file): the catalog and manifest still hold one row per slice, and the

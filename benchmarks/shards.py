@@ -40,13 +40,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.fs as pafs
 
 from hypermodal.labels import ClassVocabulary
 from hypermodal.store import SliceStore, write_store_arrays
+from hypermodal.store.loader import BatchFeeder
 from hypermodal.store.shards import ShardFeeder, ShardSet, export_shards
-from hypermodal.train.data import BatchFeeder
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.servers
 
 
 def make_store(path: Path, n: int, size: int = 224, seed: int = 0) -> SliceStore:
@@ -165,10 +166,10 @@ def litdata_epoch(path: Path, batch: int, epoch: int) -> Iterable:
 
 @contextmanager
 def moto_process() -> Iterator[Any]:
-    """``moto_server`` in its own process on loopback; yields an object with ``.client``."""
+    """``moto_server`` in its own process on loopback; yields an object with ``.client`` and
+    ``.endpoint``."""
     import boto3
-
-    from servers.dicom_data import free_port
+    from tests.servers.dicom_data import free_port
 
     port = free_port()
     exe = Path(sys.executable).with_name("moto_server")
@@ -191,7 +192,7 @@ def moto_process() -> Iterator[Any]:
                 break
             except Exception:  # noqa: BLE001 - not up yet
                 time.sleep(0.1)
-        yield SimpleNamespace(client=client)
+        yield SimpleNamespace(client=client, endpoint=f"http://127.0.0.1:{port}")
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -218,7 +219,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
 
-    from servers.s3 import s3_server
+    from tests.servers.s3 import s3_server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
 
@@ -263,14 +264,21 @@ def main() -> None:
         with s3_server() if args.s3_inprocess else moto_process() as server:
             if not args.no_s3:
                 server.client.create_bucket(Bucket="bench")
+                s3 = pafs.S3FileSystem(
+                    endpoint_override=server.endpoint,
+                    scheme="http",
+                    access_key="testing",
+                    secret_key="testing",
+                    region="us-east-1",
+                )
                 export_shards(
-                    store.path, "s3://bench/shards", shard_mb=args.shard_mb, client=server.client
+                    store.path, "s3://bench/shards", shard_mb=args.shard_mb, filesystem=s3
                 )
                 for p in urls:
                     server.client.upload_file(p, "bench", f"wds/{Path(p).name}")
                 register_wds_s3(server.client)
                 s3_urls = [f"s3://bench/wds/{Path(p).name}" for p in urls]
-                remote = ShardSet.open("s3://bench/shards", client=server.client)
+                remote = ShardSet.open("s3://bench/shards", filesystem=s3)
                 readers["shards, S3 (moto, loopback)"] = lambda e: ShardFeeder(
                     remote, "train", args.batch, seed=0, buffer_shards=args.buffer_shards
                 ).epoch(e)

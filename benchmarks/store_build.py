@@ -10,8 +10,8 @@ every variant alike; medians and ratios are printed:
   OpenCV ``INTER_AREA`` straight to 224, per-image min-max, one float32 ``.npy`` per slice.
 * ``decode bound``: pydicom read + decode only (``pydicom.pixels.pixel_array``), nothing stored —
   the ceiling any pipeline that decodes with pydicom can reach.
-* ``hypermodal (1 worker)`` / ``(N workers)``: :func:`hypermodal.store.build.build_store` writing the
-  memory-mapped store (journal, manifest and all), with 1 worker and with every core.
+* ``hypermodal (1 worker)`` / ``(N workers)``: :func:`hypermodal.store.build.build_store`
+  writing the memory-mapped store (journal, manifest and all), with 1 worker and with every core.
 
 Files are read from the page cache (they were just written) by every variant alike.
 

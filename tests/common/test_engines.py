@@ -23,7 +23,6 @@ from hypermodal.labels import ClassVocabulary
 from hypermodal.preprocess import PreprocessConfig
 from hypermodal.split import SplitPlan, apply_split
 from hypermodal.store import ERRORS_FILE, IMAGES_FILE, MANIFEST_FILE, META_FILE, build_store
-from hypermodal.store import build as store_mod
 from tests.helpers import SPLIT
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
@@ -213,7 +212,7 @@ def test_store_on_ray_matches_process_pool_byte_for_byte(selected, ray_engine, t
 
 @needs_ray
 @pytest.mark.slow
-def test_store_interrupted_locally_resumes_on_ray(selected, ray_engine, tmp_path, monkeypatch):
+def test_store_interrupted_locally_resumes_on_ray(selected, ray_engine, tmp_path):
     df, _ = selected
     kwargs = dict(
         vocabulary=ClassVocabulary(),
@@ -223,20 +222,16 @@ def test_store_interrupted_locally_resumes_on_ray(selected, ray_engine, tmp_path
     )
     build_store(df, tmp_path / "clean", workers=1, **kwargs)
 
-    real = store_mod._build_chunk
     calls = {"n": 0}
 
-    def dying(args):
+    def dying(chunk: int) -> None:  # interrupted after the second chunk is journaled
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == 2:
             raise KeyboardInterrupt
-        return real(args)
 
     out = tmp_path / "resumed"
-    monkeypatch.setattr(store_mod, "_build_chunk", dying)
     with pytest.raises(KeyboardInterrupt):
-        build_store(df, out, workers=1, **kwargs)
-    monkeypatch.setattr(store_mod, "_build_chunk", real)
+        build_store(df, out, workers=1, on_chunk=dying, **kwargs)
     # garbage in an unfinished chunk's rows must be overwritten by the resumed build
     arr = np.memmap(out / IMAGES_FILE, dtype=np.uint8, mode="r+")
     arr[-32 * 32 :] = 7

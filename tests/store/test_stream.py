@@ -27,10 +27,10 @@ from hypermodal.labels import ClassVocabulary
 from hypermodal.sources.fetch import FetchOptions, RetryPolicy, fetch_plan, plan_rows
 from hypermodal.store import SliceStore, build_store, store_errors
 from hypermodal.store import stream as sb
+from tests.helpers import REPO
 from tests.servers.dicom_data import make_corpus, plan_records, write_plan
 from tests.servers.nbia_server import nbia_server
 
-REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "validate", "test", "train", "validate", "test")
 
 
@@ -203,51 +203,48 @@ class Boom(RuntimeError):
     pass
 
 
-def _interrupt(monkeypatch, name: str, on_call: int, after: bool = False) -> None:
-    real = getattr(sb, name)
+def _stop_at(step: str, on_call: int):
+    """An ``on_step`` hook that raises :class:`Boom` the ``on_call``-th time a batch passes
+    ``step``: the build stops there as if it were interrupted."""
+    assert step in sb.STEPS
     calls = [0]
 
-    def wrapped(*args, **kwargs):
-        calls[0] += 1
-        if calls[0] == on_call and not after:
-            raise Boom(name)
-        result = real(*args, **kwargs)
-        if calls[0] == on_call:
-            raise Boom(name)
-        return result
+    def on_step(name: str, batch: int) -> None:
+        if name == step:
+            calls[0] += 1
+            if calls[0] == on_call:
+                raise Boom(f"{step} of batch {batch}")
 
-    monkeypatch.setattr(sb, name, wrapped)
+    return on_step
 
 
 @pytest.mark.parametrize(
     "where",
     [
-        ("_fetch_batch", 2, True),  # batch 1 fetched, nothing stored yet
-        ("_append_pixels", 2, True),  # batch 1's pixels written past the commit, not committed
-        ("_commit_batch", 2, False),  # batch 1 complete except its commit
-        ("_clear_batch", 1, False),  # batch 0 committed, its DICOM not yet deleted
+        ("fetched", 2),  # batch 1 fetched, nothing stored yet
+        ("appended", 2),  # batch 1's pixels written past the commit, not committed
+        ("written", 2),  # batch 1 complete except its commit
+        ("committed", 1),  # batch 0 committed, its DICOM not yet deleted
     ],
     ids=["after-fetch", "after-pixels", "before-commit", "between-batches"],
 )
 @pytest.mark.parametrize("prefetch", [False, True], ids=["", "prefetch"])
 def test_interrupted_build_resumes_to_an_identical_store(
-    corpus, server, tmp_path, monkeypatch, clean, where, prefetch
+    corpus, server, tmp_path, clean, where, prefetch
 ):
     records = _records(corpus, lambda s: server.url)
     plan = write_plan(tmp_path / "plan.parquet", records)
 
-    name, call, after = where
+    name, call = where
     out, scratch = tmp_path / "store", tmp_path / "s1"
-    with monkeypatch.context() as m:
-        _interrupt(m, name, call, after)
-        with pytest.raises(Boom):
-            _stream(plan, out, scratch, batch_series=2, prefetch=prefetch)
+    with pytest.raises(Boom):
+        _stream(plan, out, scratch, batch_series=2, prefetch=prefetch, on_step=_stop_at(name, call))
     assert not (out / "store.json").exists()
     db = sqlite3.connect(out / ".build" / "journal.sqlite")
     committed_rows = db.execute("SELECT COALESCE(MAX(hi), 0) FROM batches").fetchone()[0]
     db.close()
     on_disk = (out / "images.u8").stat().st_size
-    if name == "_append_pixels":  # pixels of an uncommitted batch lie past the commit
+    if name == "appended":  # pixels of an uncommitted batch lie past the commit
         assert on_disk > committed_rows * 224 * 224
     server.requests.clear()
     summary = _stream(plan, out, scratch, batch_series=2)
@@ -260,7 +257,7 @@ def test_interrupted_build_resumes_to_an_identical_store(
     # committed series are not downloaded again; a fetched, uncommitted batch is reused
     refetched = {uid for _, uid, _ in server.requests}
     assert corpus[0].series not in refetched and corpus[1].series not in refetched
-    if name in ("_append_pixels", "_commit_batch", "_fetch_batch"):
+    if name in ("appended", "written", "fetched"):
         assert corpus[2].series not in refetched
 
 
@@ -366,13 +363,11 @@ def test_plan_without_split_needs_a_default(corpus, server, tmp_path):
     assert len(store.rows("test")) == summary.images_stored > 0
 
 
-def test_store_file_changed_outside_the_build_is_refused(corpus, server, tmp_path, monkeypatch):
+def test_store_file_changed_outside_the_build_is_refused(corpus, server, tmp_path):
     plan = pd.DataFrame(_records(corpus[:3], lambda s: server.url, caps=False))
     out = tmp_path / "store"
-    with monkeypatch.context() as m:
-        _interrupt(m, "_clear_batch", 2)  # batches 0 and 1 committed
-        with pytest.raises(Boom):
-            _stream(plan, out, tmp_path / "s", batch_series=1)
+    with pytest.raises(Boom):  # batches 0 and 1 committed
+        _stream(plan, out, tmp_path / "s", batch_series=1, on_step=_stop_at("committed", 2))
     with open(out / "images.u8", "r+b") as fh:
         fh.truncate(100)
     with pytest.raises(sb.StoreError, match="committed rows"):

@@ -96,24 +96,34 @@ def test_shards_are_random_samples_of_their_split(store, shard_dir):
     assert first["label_index"].nunique() > 1  # not one class per shard (store is label-sorted)
 
 
+@pytest.mark.slow
 def test_s3_round_trip_via_moto(store, monkeypatch):
+    import pyarrow.fs as pafs
+
     from hypermodal.cli import app
     from tests.servers.s3 import s3_server
 
     with s3_server() as server:
         server.client.create_bucket(Bucket="shards")
+        s3 = pafs.S3FileSystem(
+            endpoint_override=server.endpoint,
+            scheme="http",
+            access_key="testing",
+            secret_key="testing",
+            region="us-east-1",
+        )
         url = "s3://shards/run-1/train-set"
-        export_shards(store.path, url, shard_mb=SHARD_MB, client=server.client)
+        export_shards(store.path, url, shard_mb=SHARD_MB, filesystem=s3)
         keys = server.client.list_objects_v2(Bucket="shards", Prefix="run-1/train-set/")
         names = {o["Key"].rsplit("/", 1)[-1] for o in keys["Contents"]}
         assert {META_FILE, SHARDS_FILE} <= names
-        feeder = ShardFeeder(url, "train", 32, seed=0, client=server.client, threads=2)
+        feeder = ShardFeeder(url, "train", 32, seed=0, filesystem=s3, threads=2)
         seen = []
         for batch in feeder.epoch(1):
             _check_batch(store, batch)
             seen.append(batch[2].numpy())
         np.testing.assert_array_equal(np.sort(np.concatenate(seen)), store.rows("train"))
-        local = ShardFeeder(ShardSet.open(url, client=server.client), "train", 32, seed=0)
+        local = ShardFeeder(ShardSet.open(url, filesystem=s3), "train", 32, seed=0)
         assert [r.tolist() for r in local.plan(1)] == [r.tolist() for r in seen]
         # the command line exports to S3 too (endpoint and credentials as for any S3 client)
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
@@ -125,7 +135,7 @@ def test_s3_round_trip_via_moto(store, monkeypatch):
             + ["--endpoint-url", server.endpoint, "--no-progress"],
         )
         assert cli.exit_code == 0, cli.output
-        via_cli = ShardSet.open("s3://shards/cli", client=server.client)
+        via_cli = ShardSet.open("s3://shards/cli", filesystem=s3)
         assert len(via_cli.samples) == len(store.rows())
         # a missing shard on S3 is a clear error
         server.client.delete_object(Bucket="shards", Key="run-1/train-set/shards/train-00000.u8")
@@ -295,6 +305,7 @@ def test_empty_split(store, tmp_path):
     assert list(feeder.epoch(0)) == [] and feeder.global_sizes(0) == []
 
 
+@pytest.mark.slow
 def test_train_reads_a_shard_set_like_a_store(store, shard_dir, tmp_path):
     """`hypermodal train SHARDS` trains from the shards: every train image once per epoch,
     class order, preprocessing and split hash carried into the checkpoint."""

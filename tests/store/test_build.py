@@ -17,7 +17,7 @@ from hypermodal.store import (
     build_store,
     store_errors,
 )
-from hypermodal.store import build as store_mod
+from hypermodal.store.chunks import chunk_bounds
 from tests.helpers import SPLIT
 
 
@@ -79,7 +79,7 @@ def test_file_broken_after_cataloguing_is_reported_and_counts_reconcile(selected
     assert not st.images[~st.table["ok"].to_numpy()].any()  # failed rows hold zeros
 
 
-def test_store_resumes_after_interruption_without_redoing_work(selected, tmp_path, monkeypatch):
+def test_store_resumes_after_interruption_without_redoing_work(selected, tmp_path):
     df, _ = selected
     pre = PreprocessConfig(size=32)
     build_store(
@@ -87,29 +87,29 @@ def test_store_resumes_after_interruption_without_redoing_work(selected, tmp_pat
     )
     clean = SliceStore.open(tmp_path / "clean")
 
-    real = store_mod._build_chunk
     calls = {"n": 0}
 
-    def dying(args):
+    def dying(chunk: int) -> None:  # interrupted after the second chunk is journaled
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == 2:
             raise KeyboardInterrupt
-        return real(args)
 
     out = tmp_path / "resumed"
-    monkeypatch.setattr(store_mod, "_build_chunk", dying)
     with pytest.raises(KeyboardInterrupt):
-        build_store(df, out, ClassVocabulary(), pre, workers=1, chunk_images=8, progress=False)
+        build_store(
+            df, out, ClassVocabulary(), pre, workers=1, chunk_images=8, progress=False,
+            on_chunk=dying,
+        )  # fmt: skip
     assert not (out / META_FILE).exists()
     with pytest.raises(StoreError, match="not a finished store"):
         SliceStore.open(out)
     assert len(list((out / JOURNAL_DIR).glob("chunk-*.json"))) == 2
 
-    redone = []
-    monkeypatch.setattr(store_mod, "_build_chunk", lambda a: redone.append(a[3]) or real(a))
+    redone: list[int] = []
     summary = build_store(
-        df, out, ClassVocabulary(), pre, workers=1, chunk_images=8, progress=False
-    )
+        df, out, ClassVocabulary(), pre, workers=1, chunk_images=8, progress=False,
+        on_chunk=redone.append,
+    )  # fmt: skip
     assert summary.resumed_chunks == 2 and 0 not in redone and 1 not in redone
     st = SliceStore.open(out)
     np.testing.assert_array_equal(np.asarray(st.images), np.asarray(clean.images))
@@ -118,7 +118,7 @@ def test_store_resumes_after_interruption_without_redoing_work(selected, tmp_pat
 
 def test_chunks_never_split_a_file():
     paths = np.array(["a", "a", "a", "b", "c", "c", "c", "c", "d"])
-    bounds = store_mod._chunk_bounds(paths, 2)
+    bounds = chunk_bounds(paths, 2)
     assert bounds == [(0, 3), (3, 8), (8, 9)]  # "c" (rows 4-7) stays whole
 
 
