@@ -161,6 +161,7 @@ def main() -> None:
                     records, FetchOptions(**{**opts.__dict__, "workers": 1})
                 ),
             }
+            peaks: dict[bool, int] = {}
             if not args.no_stream:
                 from hypermodal.store.stream import stream_build
 
@@ -179,8 +180,6 @@ def main() -> None:
 
                     return run
 
-                peaks: dict[bool, int] = {}
-
                 variants["stream build (fetch→store)"] = stream(False)
                 variants["stream build --prefetch"] = stream(True)
             runs: dict[str, list[tuple[float, int]]] = {k: [] for k in variants}
@@ -197,7 +196,7 @@ def main() -> None:
 
         if not args.no_s3:
             try:
-                from servers.s3 import s3_server
+                from tests.servers.s3 import s3_server
             except ImportError:  # pragma: no cover - moto/boto3 missing
                 print("\nS3: moto/boto3 not installed; skipped")
                 return

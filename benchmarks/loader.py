@@ -6,7 +6,7 @@ interleaved repeat by repeat (medians and ratios printed):
 * ``raw memmap, sequential``: ``images[i:i+B]`` copied out, in order — the baseline (the issue's
   ≈ 170,000 images/s on one core of this machine kind).
 * ``raw memmap, random``: ``images[sorted(random B rows)]`` — what one shuffled batch costs.
-* ``BatchFeeder, shuffled``: :class:`hypermodal.train.data.BatchFeeder` with ``shuffle=True``
+* ``BatchFeeder, shuffled``: :class:`hypermodal.store.loader.BatchFeeder` with ``shuffle=True``
   (the training path: epoch plan, sorted fancy-indexed read, labels, torch tensors), in-process
   (``workers=0``); ``--workers K`` adds a run with K loader processes.
 

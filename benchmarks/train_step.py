@@ -6,9 +6,9 @@ from a slice store (``write_store_arrays``, built once per size in ``--store-dir
 * ``naive`` — the paper's code: a per-image ``Dataset`` returns a float32 tensor normalised on
   the CPU (``/255``), ``DataLoader`` collates the batch, float32 crosses to the device; fp32,
   contiguous memory format.
-* ``ours``  — :class:`hypermodal.train.data.BatchFeeder`: one sorted fancy-index read per batch of
+* ``ours``  — :class:`hypermodal.store.loader.BatchFeeder`: one sorted fancy-index read per batch of
   the memory-mapped uint8 store (pinned on CUDA), uint8 crosses to the device and
-  :func:`~hypermodal.train.data.to_model_input` scales it there; optional bf16 autocast,
+  :func:`~hypermodal.inference.model.to_model_input` scales it there; optional bf16 autocast,
   channels-last and ``torch.compile``.
 
 A step is timed from asking the loader for the batch to the end of ``optimizer.step()``; on the
@@ -43,11 +43,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from hypermodal.inference.model import autocast_context, resolve_device, to_model_input
 from hypermodal.labels import ClassVocabulary
 from hypermodal.models import build_model
 from hypermodal.store import SliceStore, write_store_arrays
-from hypermodal.train.checkpoint import autocast_context
-from hypermodal.train.data import BatchFeeder, resolve_device, to_model_input
+from hypermodal.store.loader import BatchFeeder
 
 CLASSES = ("CT", "MR", "PT", "XR")
 

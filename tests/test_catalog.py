@@ -6,13 +6,16 @@ import pytest
 from hypermodal.catalog import (
     CATALOG_COLUMNS,
     build_catalog,
+    discover,
     errors_path,
+    listing_hash,
     read_catalog,
     summary_path,
 )
 from hypermodal.common.engines import LocalEngine
 from hypermodal.common.rejects import read_errors
 from hypermodal.labels import ClassVocabulary
+from hypermodal.sources.synthetic import write_synthetic
 
 
 def test_catalog_of_real_files_reconciles_and_labels(real_corpus, tmp_path):
@@ -111,3 +114,11 @@ def test_missing_input_and_non_catalog_are_clear_errors(tmp_path):
     pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "x.parquet")
     with pytest.raises(ValueError, match="not a hypermodal catalog"):
         read_catalog(tmp_path / "x.parquet")
+
+
+def test_listing_hash_depends_on_paths_and_vocabulary(tmp_path) -> None:
+    write_synthetic(tmp_path / "a", 2, ["CT"], seed=9)
+    tasks = discover([tmp_path / "a"])
+    vocab = ClassVocabulary()
+    assert listing_hash(tasks, vocab) == listing_hash(list(tasks), vocab)
+    assert listing_hash(tasks[:1], vocab) != listing_hash(tasks, vocab)

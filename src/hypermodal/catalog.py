@@ -336,7 +336,7 @@ def build_catalog(
     out = Path(out)
     vocabulary = vocabulary or ClassVocabulary()
     tasks = discover(roots)
-    listing = _listing_hash(tasks, vocabulary)
+    listing = listing_hash(tasks, vocabulary)
     parts = out.with_name(out.name + ".parts")
     if (parts / "listing").exists() and (parts / "listing").read_text() != listing:
         log.warning("input listing changed since the interrupted build: starting over")
@@ -360,7 +360,7 @@ def build_catalog(
     return summary
 
 
-def _listing_hash(tasks: Iterable[FileTask], vocabulary: ClassVocabulary) -> str:
+def listing_hash(tasks: Iterable[FileTask], vocabulary: ClassVocabulary) -> str:
     """A hash of the input listing (path, dataset) and the vocabulary, fed one file at a time."""
     h = hashlib.sha256()
     for t in tasks:

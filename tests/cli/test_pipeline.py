@@ -83,8 +83,23 @@ def test_pipeline_through_the_cli(real_corpus, tmp_path):
 def test_resume_continues_with_the_saved_recipe(real_store, tmp_path):
     out = tmp_path / "run"
     common = ["--device", "cpu", "--no-progress"]
-    r = run(["train", real_store, "--out", out, "--epochs", 1, "--batch-size", 8, "--lr", 0.01,
-             "--train-size", 32, *common])
+    r = run(
+        [
+            "train",
+            real_store,
+            "--out",
+            out,
+            "--epochs",
+            1,
+            "--batch-size",
+            8,
+            "--lr",
+            0.01,
+            "--train-size",
+            32,
+            *common,
+        ]
+    )
     assert r.exit_code == 0, r.output
     r = run(["train", real_store, "--out", out, "--resume", "--epochs", 2, *common])
     assert r.exit_code == 0, r.output

@@ -98,9 +98,10 @@ def test_evaluate_writes_everything_and_agrees_with_sklearn(run: dict, tmp_path:
         warnings.simplefilter("ignore")
         bal = balanced_accuracy_score(preds["label"], preds["prediction"])
     assert metrics["balanced_accuracy"] == pytest.approx(bal)
-    assert metrics["confusion_matrix"] == sk_confusion_matrix(
-        preds["label"], preds["prediction"], labels=list(CLASSES)
-    ).tolist()
+    assert (
+        metrics["confusion_matrix"]
+        == sk_confusion_matrix(preds["label"], preds["prediction"], labels=list(CLASSES)).tolist()
+    )
     cm_csv = pd.read_csv(out / "confusion_matrix.csv", index_col=0)
     assert cm_csv.values.tolist() == metrics["confusion_matrix"]
     per_ds = pd.read_csv(out / "per_dataset.csv")
@@ -158,9 +159,7 @@ def test_empty_split_does_not_crash(run: dict, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_report_from_saved_metrics_says_when_a_class_has_no_data(
-    run: dict, tmp_path: Path
-) -> None:
+def test_report_from_saved_metrics_says_when_a_class_has_no_data(run: dict, tmp_path: Path) -> None:
     metrics = evaluate(run["ckpt"], run["store"].path, tmp_path, write_report_md=False)
     metrics = json.loads(json.dumps(metrics))
     for split in metrics["class_counts"]:

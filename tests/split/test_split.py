@@ -252,23 +252,25 @@ def test_location_constraint_reports_shortfall_it_cannot_avoid_under_fixed():
 
 def test_spread_caps_keep_evenly_spaced_images_across_the_volume():
     cat = synthetic_catalog({"vol": {"MR": 100, "CT": 7}})
-    plan = SplitPlan(assignments={"vol": "train"}, method="file", caps={"MR": 10, "CT": 50},
-                     cap_order="spread")
+    plan = SplitPlan(
+        assignments={"vol": "train"}, method="file", caps={"MR": 10, "CT": 50}, cap_order="spread"
+    )
     sel = apply_split(cat, plan)
     kept = [int(p.rsplit("/", 1)[1].split(".")[0]) for p in sel[sel.label == "MR"]["path"]]
     assert len(kept) == 10 and kept == sorted(kept)
     assert kept[0] < 10 and kept[-1] >= 90  # from the whole extent, not the first ten
     assert len(sel[sel.label == "CT"]) == 7  # under the cap: all kept
     # hash and round trip
-    assert plan.hash != SplitPlan(assignments={"vol": "train"}, method="file",
-                                  caps={"MR": 10, "CT": 50}).hash
+    assert (
+        plan.hash
+        != SplitPlan(assignments={"vol": "train"}, method="file", caps={"MR": 10, "CT": 50}).hash
+    )
     with pytest.raises(SplitError, match="cap_order"):
         SplitPlan(assignments={}, method="file", cap_order="random")
 
 
 def test_spread_cap_order_survives_save_and_load(tmp_path):
-    plan = SplitPlan(assignments={"a": "train"}, method="auto", caps={"MR": 3},
-                     cap_order="spread")
+    plan = SplitPlan(assignments={"a": "train"}, method="auto", caps={"MR": 3}, cap_order="spread")
     plan.save(tmp_path / "s.json")
     again = SplitPlan.load(tmp_path / "s.json")
     assert again.cap_order == "spread" and again.hash == plan.hash

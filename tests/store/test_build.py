@@ -6,8 +6,10 @@ import pytest
 
 from hypermodal.catalog import build_catalog, read_catalog
 from hypermodal.io import iter_images
+from hypermodal.io.dicom import DicomReader
 from hypermodal.labels import ClassVocabulary
 from hypermodal.preprocess import PreprocessConfig, to_uint8
+from hypermodal.sources.synthetic import write_synthetic
 from hypermodal.split import SplitPlan, apply_split
 from hypermodal.store import (
     JOURNAL_DIR,
@@ -17,7 +19,7 @@ from hypermodal.store import (
     build_store,
     store_errors,
 )
-from hypermodal.store.chunks import chunk_bounds
+from hypermodal.store.chunks import LazyItems, chunk_bounds
 from tests.helpers import SPLIT
 
 
@@ -153,3 +155,36 @@ def test_open_rejects_inconsistent_store(selected, tmp_path):
     (tmp_path / "s" / META_FILE).write_text(json.dumps(meta))
     with pytest.raises(StoreError, match="manifest has 3 rows"):
         SliceStore.open(tmp_path / "s")
+
+
+def test_catalog_and_store_multiframe(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_synthetic(src, 6, ["PT", "XR"], seed=8, frames=3)
+    cat = tmp_path / "catalog.parquet"
+    summary = build_catalog([src], cat, workers=1, chunk_files=2, progress=False)
+    table = read_catalog(cat)
+    assert summary.images == len(table)
+    assert sum(summary.images_per_class.values()) == len(table)
+    assert summary.datasets == table["dataset"].nunique()
+    # multi-frame files give one row per frame, indices 0..n-1 in order
+    for _, rows in table.groupby("path"):
+        assert rows["index"].tolist() == list(range(len(rows)))
+    table["split"] = "train"
+    built = build_store(table, tmp_path / "store", ClassVocabulary(), workers=1, chunk_images=4)
+    store = SliceStore.open(tmp_path / "store")
+    assert built.images_stored == len(store) == len(table)
+    reader = DicomReader()
+    for row in (0, len(table) - 1):
+        path, index = table.loc[row, "path"], int(table.loc[row, "index"])
+        (image,) = [img for _, img in reader.images(Path(path), [index])]
+        assert np.array_equal(store.images[row], to_uint8(image, store.preprocess))
+
+
+def test_lazy_items() -> None:
+    made: list[int] = []
+    items = LazyItems(3, lambda k: made.append(k) or k * 10)
+    assert len(items) == 3 and made == []
+    assert list(items) == [0, 10, 20]
+    assert items[-1] == 20
+    with pytest.raises(IndexError):
+        items[3]

@@ -311,7 +311,8 @@ def test_train_reads_a_shard_set_like_a_store(store, shard_dir, tmp_path):
     class order, preprocessing and split hash carried into the checkpoint."""
     import pandas as pd
 
-    from hypermodal.train import TrainConfig, load_model, train
+    from hypermodal.inference import load_model
+    from hypermodal.train import TrainConfig, train
 
     cfg = TrainConfig(epochs=1, batch_size=16, lr=0.01, device="cpu", train_size=32)
     train(shard_dir, tmp_path / "run", cfg, progress=False)

@@ -20,13 +20,13 @@ import pytest
 import torch
 from torch import nn
 
+from hypermodal.inference import read_checkpoint
 from hypermodal.labels import ClassVocabulary
 from hypermodal.store import SliceStore, write_store_arrays
 from hypermodal.store.loader import BatchFeeder, shard_rows
 from hypermodal.train import (
     TrainConfig,
     effective_lr,
-    read_checkpoint,
     train,
     train_one_epoch,
     validate,

@@ -24,8 +24,9 @@ import pandas as pd
 import pytest
 import torch
 
+from hypermodal.inference import read_checkpoint
 from hypermodal.store.loader import BatchFeeder
-from hypermodal.train import ResumeError, TrainConfig, read_checkpoint, train
+from hypermodal.train import ResumeError, TrainConfig, train
 from tests.helpers import REPO, make_store
 
 TIME_COLUMNS = ["train_seconds", "val_seconds", "seconds", "elapsed_seconds", "images_per_s"]

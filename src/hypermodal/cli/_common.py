@@ -95,6 +95,13 @@ def echo_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
 
 
+def exit_if_failed(failed: int, message: str) -> None:
+    """Say on stderr, in red, that ``failed`` items failed, and exit 1; nothing when none did."""
+    if failed:
+        typer.secho(message, err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=1)
+
+
 def parse_caps(caps: list[str] | None, no_caps: bool) -> dict[str, int] | None:
     """``--cap CT=50000 --cap MR=100000`` as ``{"CT": 50000, ...}``; ``{}`` for ``--no-caps``.
 

@@ -26,7 +26,7 @@ from typing import Annotated
 
 import typer
 
-from hypermodal.cli._common import ProgressOption, echo_json, parse_ratios
+from hypermodal.cli._common import ProgressOption, echo_json, exit_if_failed, parse_ratios
 
 RetriesOption = Annotated[
     int, typer.Option(metavar="N", help="Attempts per series and per request.")
@@ -209,13 +209,10 @@ def fetch(
         return
     summary = fetch_plan(rows, to, opts)
     echo_json(summary.to_dict())
-    if summary.failed:
-        typer.secho(
-            f"{summary.failed} series failed (see {to}/.fetch/journal.sqlite); rerun to retry",
-            err=True,
-            fg=typer.colors.RED,
-        )
-        raise typer.Exit(code=1)
+    exit_if_failed(
+        summary.failed,
+        f"{summary.failed} series failed (see {to}/.fetch/journal.sqlite); rerun to retry",
+    )
 
 
 def build(
@@ -294,10 +291,7 @@ def build(
         progress=progress,
     )
     echo_json(summary.to_dict())
-    if summary.series_failed:
-        typer.secho(
-            f"{summary.series_failed} series could not be fetched (see {out}/errors.jsonl)",
-            err=True,
-            fg=typer.colors.RED,
-        )
-        raise typer.Exit(code=1)
+    exit_if_failed(
+        summary.series_failed,
+        f"{summary.series_failed} series could not be fetched (see {out}/errors.jsonl)",
+    )

@@ -1,11 +1,11 @@
 """Where per-chunk and per-file work runs: a local process pool, or a Ray cluster.
 
 The long stages (:func:`~hypermodal.catalog.build_catalog`,
-:func:`~hypermodal.store.build.build_store`, :func:`~hypermodal.inference.predict.predict`) cut their work into
-independent items (a chunk of files, a chunk of rows, one file) and hand a module-level worker
-function plus the items to an :class:`Engine`. The driver (the calling process) keeps every
-side effect that must happen once: journals, part files, the store's ``images.u8``, the model.
-Results come back to it; workers only read input files and compute.
+:func:`~hypermodal.store.build.build_store`, :func:`~hypermodal.inference.predict.predict`) cut
+their work into independent items (a chunk of files, a chunk of rows, one file) and hand a
+module-level worker function plus the items to an :class:`Engine`. The driver (the calling
+process) keeps every side effect that must happen once: journals, part files, the store's
+``images.u8``, the model. Results come back to it; workers only read input files and compute.
 
 Two engines:
 

@@ -28,6 +28,7 @@ import pandas as pd
 
 from hypermodal.common.errors import StoreError
 from hypermodal.common.files import write_text_atomic
+from hypermodal.split import SPLITS
 
 if TYPE_CHECKING:
     from hypermodal.labels import ClassVocabulary
@@ -55,7 +56,6 @@ META_FILE = "store.json"
 JOURNAL_DIR = "journal"
 ERRORS_FILE = "errors.jsonl"
 PLAN_FILE = "plan.parquet"
-SPLITS = ("train", "validate", "test")
 
 
 def meta_json(meta: Mapping[str, Any]) -> str:

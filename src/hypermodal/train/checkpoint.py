@@ -13,33 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from hypermodal.common.errors import CheckpointError
 from hypermodal.common.files import atomic_path
-from hypermodal.inference.model import (
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_VERSION,
-    REQUIRED_KEYS,
-    LoadedModel,
-    autocast_context,
-    load_model,
-    predict_proba,
-    read_checkpoint,
-)
+from hypermodal.inference.model import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 
-__all__ = [
-    "CHECKPOINT_FORMAT",
-    "CHECKPOINT_VERSION",
-    "REQUIRED_KEYS",
-    "CheckpointError",
-    "LoadedModel",
-    "autocast_context",
-    "cpu_state_dict",
-    "load_model",
-    "predict_proba",
-    "read_checkpoint",
-    "save_checkpoint",
-    "to_cpu",
-]
+__all__ = ["cpu_state_dict", "save_checkpoint", "to_cpu"]
 
 
 def save_checkpoint(path: Path | str, payload: dict[str, Any]) -> None:

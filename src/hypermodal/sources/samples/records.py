@@ -114,4 +114,3 @@ def first_match(path: str, rules: Iterable[tuple[str, str]]) -> str | None:
         if fnmatch.fnmatchcase(path, pattern):
             return reason
     return None
-
