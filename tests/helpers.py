@@ -71,6 +71,19 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
     return (rgb[..., :3].astype(np.float64) @ LUMA).astype(np.float32)
 
 
+def interrupt_after(n: int) -> Callable[..., None]:
+    """A progress hook (``on_chunk``, ``on_step``, ...) that raises ``KeyboardInterrupt`` on its
+    ``n``-th call: a build stopped as a person pressing Ctrl-C would stop it."""
+    calls = {"n": 0}
+
+    def hook(*_: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+
+    return hook
+
+
 # ----------------------------------------------------------------------------- a real corpus
 #: the fixed dataset split of :func:`make_real_corpus`
 SPLIT = {

@@ -23,7 +23,7 @@ from hypermodal.labels import ClassVocabulary
 from hypermodal.preprocess import PreprocessConfig
 from hypermodal.split import SplitPlan, apply_split
 from hypermodal.store import ERRORS_FILE, IMAGES_FILE, MANIFEST_FILE, META_FILE, build_store
-from tests.helpers import SPLIT
+from tests.helpers import SPLIT, interrupt_after
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(
@@ -222,13 +222,7 @@ def test_store_interrupted_locally_resumes_on_ray(selected, ray_engine, tmp_path
     )
     build_store(df, tmp_path / "clean", workers=1, **kwargs)
 
-    calls = {"n": 0}
-
-    def dying(chunk: int) -> None:  # interrupted after the second chunk is journaled
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-
+    dying = interrupt_after(2)  # interrupted after the second chunk is journaled
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
         build_store(df, out, workers=1, on_chunk=dying, **kwargs)

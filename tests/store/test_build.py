@@ -20,7 +20,7 @@ from hypermodal.store import (
     store_errors,
 )
 from hypermodal.store.chunks import LazyItems, chunk_bounds
-from tests.helpers import SPLIT
+from tests.helpers import SPLIT, interrupt_after
 
 
 @pytest.fixture(scope="module")
@@ -89,13 +89,7 @@ def test_store_resumes_after_interruption_without_redoing_work(selected, tmp_pat
     )
     clean = SliceStore.open(tmp_path / "clean")
 
-    calls = {"n": 0}
-
-    def dying(chunk: int) -> None:  # interrupted after the second chunk is journaled
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-
+    dying = interrupt_after(2)  # interrupted after the second chunk is journaled
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
         build_store(
