@@ -52,9 +52,13 @@ def friendly_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
-            raise fail(str(exc)) from None
-        except (CheckpointError, ResumeError) as exc:
+        except (
+            FileNotFoundError,
+            FileExistsError,
+            NotADirectoryError,
+            CheckpointError,
+            ResumeError,
+        ) as exc:
             raise fail(str(exc)) from None
         except (HypermodalError, ValueError, KeyError) as exc:
             raise fail(f"{type(exc).__name__}: {exc}") from None

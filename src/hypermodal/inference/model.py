@@ -238,10 +238,17 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedMo
     )
 
 
-def _amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
-    if not amp or device.type != "cuda":
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` (``auto``, ``bf16``, ``fp16``, ``off``) on ``device``:
+    ``None`` (full precision) off CUDA or with ``off``; ``auto`` is bf16 where the GPU has it,
+    else fp16."""
+    if device.type != "cuda" or amp == "off":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if amp == "fp16":
+        return torch.float16
+    if amp == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
 
 
 def autocast_context(
@@ -289,7 +296,7 @@ def predict_proba(
     if model.training:
         model.eval()
     dev = loaded.device
-    dtype = _amp_dtype(dev, amp)
+    dtype = autocast_dtype("auto" if amp else "off", dev)
     with torch.inference_mode():
         x = to_model_input(batch, dev, loaded.train_size, channels_last=dev.type == "cuda")
         with autocast_context(dev, dtype):

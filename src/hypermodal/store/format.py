@@ -47,6 +47,7 @@ __all__ = [
     "images_per_class_per_split",
     "meta_json",
     "write_meta",
+    "sync_rows",
     "write_rows",
 ]
 
@@ -106,6 +107,11 @@ def write_rows(fd: int, lo: int, images: np.ndarray) -> None:
         written = os.pwrite(fd, data, offset)
         data = data[written:]
         offset += written
+    sync_rows(fd)
+
+
+def sync_rows(fd: int) -> None:
+    """Flush the open ``images.u8`` to disk (its data; ``fsync`` where ``fdatasync`` is missing)."""
     getattr(os, "fdatasync", os.fsync)(fd)
 
 

@@ -29,7 +29,7 @@ from hypermodal.labels import ClassVocabulary
 from hypermodal.preprocess import PreprocessConfig
 from hypermodal.sources.fetch import PlanRow
 from hypermodal.store.build import build_store
-from hypermodal.store.format import IMAGES_FILE, StoreError, write_rows
+from hypermodal.store.format import IMAGES_FILE, StoreError, sync_rows, write_rows
 from hypermodal.store.reader import SliceStore, store_errors
 from hypermodal.store.stream_journal import (
     BUILD_DIR,
@@ -109,6 +109,14 @@ def remove_scratch(scratch: Path) -> None:
         scratch.rmdir()  # only when empty: never remove what else the user keeps there
 
 
+def relative_paths(errors: list[dict], batch_dir: Path) -> list[dict]:
+    """``errors`` with each ``path`` inside ``batch_dir`` made relative to it (others unchanged)."""
+    for e in errors:
+        with contextlib.suppress(ValueError):
+            e["path"] = Path(e["path"]).relative_to(batch_dir).as_posix()
+    return errors
+
+
 def catalog_batch(
     batch_dir: Path,
     work: Path,
@@ -153,10 +161,7 @@ def catalog_batch(
     position = {s.key: i for i, s in enumerate(series)}
     order = np.argsort(np.array([position[k] for k in keys], dtype=np.int64), kind="stable")
     keep_order = order[keep[order]]
-    for e in errors:
-        with contextlib.suppress(ValueError):
-            e["path"] = Path(e["path"]).relative_to(batch_dir).as_posix()
-    return table.iloc[keep_order].reset_index(drop=True), errors, counts
+    return table.iloc[keep_order].reset_index(drop=True), relative_paths(errors, batch_dir), counts
 
 
 @dataclass
@@ -200,10 +205,7 @@ def store_batch(
     batch_store = SliceStore.open(sub)
     manifest = batch_store.table
     manifest["path"] = [Path(p).relative_to(batch_dir).as_posix() for p in manifest["path"]]
-    for e in store_errors(sub):
-        with contextlib.suppress(ValueError):
-            e["path"] = Path(e["path"]).relative_to(batch_dir).as_posix()
-        stored.errors.append(e)
+    stored.errors += relative_paths(store_errors(sub), batch_dir)
     stored.manifest, stored.images = manifest, batch_store.images
     return stored
 
@@ -252,14 +254,15 @@ class BatchWriter:
         self.committed = done[-1]["hi"] if done else 0
         self.next_batch = done[-1]["id"] + 1 if done else 0
         self.fd = os.open(self.out / IMAGES_FILE, os.O_RDWR | os.O_CREAT, 0o666)
-        if os.fstat(self.fd).st_size < self.committed * row_bytes:
+        size, committed_bytes = os.fstat(self.fd).st_size, self.committed * row_bytes
+        if size < committed_bytes:
             raise StoreError(
                 f"{self.out / IMAGES_FILE} is shorter than its {self.committed} committed rows: "
                 f"it was changed outside the build; remove {self.out} to start over"
             )
-        if os.fstat(self.fd).st_size != self.committed * row_bytes:
-            os.ftruncate(self.fd, self.committed * row_bytes)
-            getattr(os, "fdatasync", os.fsync)(self.fd)
+        if size != committed_bytes:
+            os.ftruncate(self.fd, committed_bytes)
+            sync_rows(self.fd)
         drop_uncommitted_parts(self.parts, self.next_batch)
         restore_batch(self.scratch)
         shutil.rmtree(self.scratch / WORK_DIR, ignore_errors=True)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hypermodal.inference.model import autocast_dtype
 from hypermodal.models import build_model
 from hypermodal.store import SliceStore
 from hypermodal.store.loader import BatchFeeder
@@ -46,17 +47,9 @@ def open_training_data(store_path: Path | str) -> tuple[Path | str, Any]:
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of ``TrainConfig.amp`` on ``device`` (``None``: full precision)."""
-    if device.type != "cuda":
-        if amp in ("bf16", "fp16"):
-            log.warning("amp=%s asked for on %s: mixed precision is CUDA-only; off", amp, device)
-        return None
-    if amp == "off":
-        return None
-    if amp == "fp16":
-        return torch.float16
-    if amp == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
+    if device.type != "cuda" and amp in ("bf16", "fp16"):
+        log.warning("amp=%s asked for on %s: mixed precision is CUDA-only; off", amp, device)
+    return autocast_dtype(amp, device)
 
 
 def training_rows(store: Any, store_path: Path | str, notes: list[str]) -> tuple[np.ndarray, ...]:
