@@ -17,6 +17,7 @@ from hypermodal.split.plan import (
     SPLIT_ALIASES,
     SPLITS,
     SplitPlan,
+    split_name,
 )
 from hypermodal.split.quality import location_quality, split_quality
 
@@ -34,5 +35,6 @@ __all__ = [
     "location_quality",
     "make_split",
     "split_or_reuse",
+    "split_name",
     "split_quality",
 ]

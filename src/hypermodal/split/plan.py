@@ -28,6 +28,13 @@ CAP_ORDERS = ("catalog", "spread")
 SPLIT_ALIASES = {"val": "validate", "valid": "validate", "validation": "validate"}
 
 
+def split_name(text: str) -> str:
+    """``text`` lower-cased, with the aliases of the validation split resolved (``Val`` →
+    ``validate``); whether the result is one of :data:`SPLITS` is for the caller to check."""
+    lowered = text.lower()
+    return SPLIT_ALIASES.get(lowered, lowered)
+
+
 @dataclass
 class SplitPlan:
     """Which split each dataset belongs to, and how it was decided."""
@@ -136,16 +143,15 @@ def _read_split_file(path: Path) -> dict[str, Any]:
 
 def _normalise_assignments(data: Mapping[str, Any], path: Path) -> dict[str, str]:
     """``{dataset: split}`` from either layout, split names lower-cased and aliases resolved."""
-    aliases = SPLIT_ALIASES
     out: dict[str, str] = {}
-    if set(map(str, data)) <= set(SPLITS) | set(aliases) and all(
+    if set(map(str, data)) <= set(SPLITS) | set(SPLIT_ALIASES) and all(
         isinstance(v, list) for v in data.values()
     ):
         for split, names in data.items():
             for name in names:
-                out[str(name)] = aliases.get(str(split).lower(), str(split).lower())
+                out[str(name)] = split_name(str(split))
     else:
-        out = {str(k): aliases.get(str(v).lower(), str(v).lower()) for k, v in data.items()}
+        out = {str(k): split_name(str(v)) for k, v in data.items()}
     bad = {k: v for k, v in out.items() if v not in SPLITS}
     if bad:
         raise SplitError(f"{path}: unknown split names {bad}; use train/validate/test")

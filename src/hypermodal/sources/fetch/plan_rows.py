@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from hypermodal.common.errors import PermanentFetchError
-from hypermodal.split import SPLIT_ALIASES
+from hypermodal.split import split_name
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,7 @@ def _get(rec: Mapping[str, Any], name: str) -> Any:
 def _split(value: Any) -> str | None:
     if value is None:
         return None
-    text = str(value).strip().lower()
-    return SPLIT_ALIASES.get(text, text)
+    return split_name(str(value).strip())
 
 
 def plan_rows(

@@ -35,7 +35,7 @@ from typing import Any
 
 from hypermodal.common.errors import SpecError
 from hypermodal.labels import DEFAULT_CLASSES, DEFAULT_MODALITY_MAP, ClassVocabulary
-from hypermodal.split import SPLIT_ALIASES, SPLITS
+from hypermodal.split import SPLITS, split_name
 
 SOURCES = ("idc", "tcia", "external")
 
@@ -120,7 +120,7 @@ def _caps(value: Any, where: str, classes: Sequence[str]) -> dict[str, int]:
 def _split(value: Any, where: str) -> str | None:
     if value is None:
         return None
-    text = SPLIT_ALIASES.get(str(value).strip().lower(), str(value).strip().lower())
+    text = split_name(str(value).strip())
     if text not in SPLITS:
         raise SpecError(
             f"{where}: unknown split {value!r}; use train, validate or test "
