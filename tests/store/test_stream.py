@@ -98,9 +98,19 @@ def _staged_build(records: list[dict], tmp: Path, opts: FetchOptions) -> SliceSt
     return store
 
 
+def _comparable(value):
+    """A manifest value that compares by content (stats arrays by bytes, NaN equal to NaN)."""
+    if isinstance(value, np.ndarray):
+        return np.asarray(value, dtype=np.float32).tobytes()
+    if isinstance(value, float) and np.isnan(value):
+        return "NaN"
+    return value
+
+
 def _by_key(store: SliceStore) -> dict[tuple[str, int], tuple[dict, bytes]]:
     out = {}
     for i, rec in enumerate(store.table.to_dict("records")):
+        rec = {k: _comparable(v) for k, v in rec.items()}
         out[(rec["path"], int(rec["index"]))] = (rec, np.asarray(store.images[i]).tobytes())
     return out
 
@@ -165,7 +175,8 @@ def test_stream_build_equals_staged_build(corpus, server, tmp_path, prefetch):
     assert list(store.table.columns) == [
         "dataset", "patient", "study", "series", "path", "index", "label", "modality",
         "body_part", "rows", "columns", "localizer", "template", "format", "split",
-        "label_index", "ok",
+        "frames", "pixel_spacing", "slice_thickness", "bits_stored", "samples", "sop_class",
+        "synthetic", "simulated_from", "label_index", "ok", "stats",
     ]  # fmt: skip
     assert store.meta["summary"]["images_stored"] == len(store)
     stored = set(store.table["series"])

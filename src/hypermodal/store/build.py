@@ -27,6 +27,7 @@ from hypermodal.common.engines import Engine, engine_scope
 from hypermodal.common.files import atomic_path, write_text_atomic
 from hypermodal.common.progress import progress_bar
 from hypermodal.common.rejects import write_errors
+from hypermodal.evidence.features import STAT_NAMES
 from hypermodal.labels import ClassVocabulary
 from hypermodal.preprocess import PreprocessConfig
 from hypermodal.store.chunks import LazyItems, build_chunk, chunk_bounds, chunk_files
@@ -37,6 +38,7 @@ from hypermodal.store.format import (
     MANIFEST_FILE,
     META_FILE,
     PLAN_FILE,
+    STATS_COLUMN,
     StoreError,
     frame_hash,
     images_per_class_per_split,
@@ -255,12 +257,16 @@ def build_store(
     bar.close()
 
     ok = np.zeros(n, dtype=bool)
+    stats = np.full((n, len(STAT_NAMES)), np.nan, dtype=np.float32)
     errors: list[dict] = []
     for c in range(len(bounds)):
         result = json.loads((journal / f"chunk-{c:06d}.json").read_text())
         ok[result["ok"]] = True
+        if result.get("stats"):
+            stats[result["ok"]] = np.asarray(result["stats"], dtype=np.float32)
         errors.extend(result["errors"])
     plan["ok"] = ok
+    plan[STATS_COLUMN] = list(stats)
     seconds = time.perf_counter() - start
     built_now = sum(bounds[c][1] - bounds[c][0] for c in todo)
     summary = StoreSummary(

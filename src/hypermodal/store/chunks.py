@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from hypermodal.common.rejects import error_record
+from hypermodal.evidence.features import image_stats
 from hypermodal.io import ImageReadError, iter_images
 from hypermodal.preprocess import PreprocessConfig, to_uint8
 
@@ -56,8 +57,9 @@ def build_chunk(args: tuple[str, int, int, int, ChunkFiles, dict]) -> dict:
     ``images_path`` the pixels go straight into that shared memmap of ``n`` rows (workers on
     this machine). With an empty one they come back in the result as ``lo`` (first row) and
     ``images`` (uint8, one per row of the chunk, zeros for failed rows), for the driver to write
-    (workers on other machines). The result also holds ``chunk``, the ``ok`` rows and the
-    ``errors`` records.
+    (workers on other machines). The result also holds ``chunk``, the ``ok`` rows, their intensity
+    ``stats`` (:func:`~hypermodal.evidence.image_stats` of the decoded image, in ``ok`` order)
+    and the ``errors`` records.
     """
     images_path, n, size, chunk_id, files, pre_dict = args
     pre = PreprocessConfig.from_dict(pre_dict)
@@ -71,6 +73,7 @@ def build_chunk(args: tuple[str, int, int, int, ChunkFiles, dict]) -> dict:
         arr = np.zeros((hi - lo, size, size), dtype=np.uint8)
         offset = lo
     ok: list[int] = []
+    stats: list[list[float]] = []
     errors: list[dict] = []
     for path, indices, rows in files:
         wanted = dict(zip(indices, rows, strict=True))
@@ -82,11 +85,13 @@ def build_chunk(args: tuple[str, int, int, int, ChunkFiles, dict]) -> dict:
                     continue
                 try:
                     arr[row - offset] = to_uint8(img, pre)
+                    row_stats = image_stats(img)
                 except Exception as exc:  # noqa: BLE001 - one bad image must not stop the batch
                     errors.append(error_record(path, "store", f"preprocess: {exc}", index=idx))
                     done.add(idx)
                     continue
                 ok.append(row)
+                stats.append([float(v) for v in row_stats])
                 done.add(idx)
         except ImageReadError as exc:
             reason = exc.reason
@@ -96,7 +101,7 @@ def build_chunk(args: tuple[str, int, int, int, ChunkFiles, dict]) -> dict:
             if idx not in done:
                 errors.append(error_record(path, "store", reason, index=idx))
                 arr[wanted[idx] - offset] = 0
-    result: dict[str, Any] = {"chunk": chunk_id, "ok": ok, "errors": errors}
+    result: dict[str, Any] = {"chunk": chunk_id, "ok": ok, "stats": stats, "errors": errors}
     if images_path:
         assert isinstance(arr, np.memmap)
         arr.flush()

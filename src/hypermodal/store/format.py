@@ -4,6 +4,8 @@ Layout of a store folder::
 
     images.u8          raw uint8 array, shape (N, size, size), C order; row i is manifest row i
     manifest.parquet   one row per image: the catalog columns + ``split``, ``label_index``, ``ok``
+                       and ``stats`` (the image's intensity statistics in its own units, for
+                       the feature model; NaN for a failed image)
     store.json         metadata (classes, preprocessing, split hash, counts, versions); written
                        last, so its presence means the store is complete
     journal/           one marker per finished chunk, so an interrupted build resumes
@@ -29,6 +31,9 @@ import pandas as pd
 from hypermodal.common.errors import StoreError
 from hypermodal.common.files import write_text_atomic
 from hypermodal.split import SPLITS
+
+#: The manifest column of per-image intensity statistics (:data:`~hypermodal.evidence.STAT_NAMES`).
+STATS_COLUMN = "stats"
 
 if TYPE_CHECKING:
     from hypermodal.labels import ClassVocabulary

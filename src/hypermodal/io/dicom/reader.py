@@ -17,6 +17,7 @@ from hypermodal.io.dicom.sniff import sniff_dicom
 from hypermodal.io.dicom.tags import (
     HEADER_TAGS,
     PIXEL_TAGS,
+    float_values,
     is_localizer,
     text_value,
     upper_values,
@@ -125,6 +126,15 @@ class DicomReader:
             opened.close()
 
 
+def _spacing(ds: Any) -> list[float] | None:
+    """PixelSpacing, else ImagerPixelSpacing (radiographs), when positive."""
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        values = float_values(ds, keyword)
+        if values and all(v > 0 for v in values):
+            return values
+    return None
+
+
 def _header_from(opened: OpenedFile) -> FileHeader:
     ds = opened.v
     image_type = upper_values(ds, "ImageType")
@@ -135,6 +145,8 @@ def _header_from(opened: OpenedFile) -> FileHeader:
         "image_type": "\\".join(image_type) or None,
         "bits_stored": int(ds["BitsStored"]) if ds.get("BitsStored") is not None else None,
         "samples_per_pixel": int(ds.get("SamplesPerPixel") or 1),
+        "pixel_spacing": _spacing(ds),
+        "slice_thickness": (float_values(ds, "SliceThickness") or [None])[0],
         "gzip": opened.gzipped,
     }
     try:

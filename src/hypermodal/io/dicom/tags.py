@@ -54,6 +54,9 @@ HEADER_KEYWORDS = (
     "PixelRepresentation",
     "RescaleIntercept",
     "RescaleSlope",
+    "PixelSpacing",
+    "ImagerPixelSpacing",
+    "SliceThickness",
 )
 #: the header's tags, Specific Character Set first, as dcmread does
 HEADER_TAGS: list[int] = [0x00080005] + [
@@ -180,6 +183,19 @@ def text_value(v: dict[str, Any], keyword: str) -> str | None:
         return None
     text = str(value).strip()
     return text or None
+
+
+def float_values(v: dict[str, Any], keyword: str) -> list[float] | None:
+    """A (possibly multi-valued) decimal header value as floats (None when absent or unreadable)."""
+    value = v.get(keyword)
+    if value is None:
+        return None
+    items = str(value).split("\\") if isinstance(value, str | bytes) else list(value)
+    try:
+        numbers = [float(x) for x in items if str(x).strip()]
+    except (TypeError, ValueError):
+        return None
+    return numbers or None
 
 
 def upper_values(v: dict[str, Any], keyword: str) -> list[str]:

@@ -1,14 +1,15 @@
 """The catalog: a Parquet manifest with one row per 2D image, built from headers only.
 
-Columns (see :data:`CATALOG_COLUMNS`): ``dataset, patient, study, series, path, index, label,
-modality, body_part, rows, columns, localizer, template, format, split``. ``label`` is the class
+Columns: see :mod:`hypermodal.catalog.schema` (identity, label, header geometry, provenance).
+``label`` is the class
 from the vocabulary (``None`` rows are not written: images of excluded modalities are counted in
 the summary instead). ``split`` stays empty until :mod:`hypermodal.split` assigns it.
 
 Datasets: a folder given to :func:`build_catalog` holds one sub-folder per dataset (as the
 paper's download did). A sub-folder may carry a ``dataset.json`` (written by
-``hypermodal samples``) with the dataset's ``name``, the ``label`` for files that have no DICOM
-Modality (NIfTI, PNG), ``body_part``, and ``template``/``phantom`` flags.
+``hypermodal samples`` and ``hypermodal simulate``) with the dataset's ``name``, the ``label`` for
+files that have no DICOM Modality (NIfTI, PNG), ``body_part``, ``template``/``phantom`` flags and,
+for simulated images, ``synthetic`` and ``simulated_from``.
 
 The build walks files in sorted order, reads headers in parallel in chunks (on a local process
 pool or a Ray cluster, see :mod:`hypermodal.common.engines`), and the driver writes each chunk's
@@ -26,7 +27,6 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,100 +35,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from hypermodal.catalog.schema import (
+    CATALOG_COLUMNS,
+    COLUMN_DEFAULTS,
+    DATASET_FILE,
+    REQUIRED_COLUMNS,
+    SCHEMA,
+    SKIP_NAMES,
+    CatalogSummary,
+    DatasetInfo,
+    FileTask,
+)
 from hypermodal.common.engines import Engine, engine_scope
 from hypermodal.common.files import atomic_path, write_text_atomic
 from hypermodal.common.progress import progress_bar
 from hypermodal.common.rejects import error_record, write_errors
+from hypermodal.evidence.features import header_geometry
 from hypermodal.io import ImageReadError, read_header
 from hypermodal.labels import ClassVocabulary
 
 log = logging.getLogger(__name__)
-
-DATASET_FILE = "dataset.json"
-SKIP_NAMES = {DATASET_FILE, "samples.json", ".DS_Store", "Thumbs.db"}
-
-SCHEMA = pa.schema(
-    [
-        ("dataset", pa.string()),
-        ("patient", pa.string()),
-        ("study", pa.string()),
-        ("series", pa.string()),
-        ("path", pa.string()),
-        ("index", pa.int32()),
-        ("label", pa.string()),
-        ("modality", pa.string()),
-        ("body_part", pa.string()),
-        ("rows", pa.int32()),
-        ("columns", pa.int32()),
-        ("localizer", pa.bool_()),
-        ("template", pa.bool_()),
-        ("format", pa.string()),
-        ("split", pa.string()),
-    ]
-)
-CATALOG_COLUMNS = tuple(SCHEMA.names)
-
-
-@dataclass
-class DatasetInfo:
-    """What a dataset folder says about itself (``dataset.json``), or defaults."""
-
-    name: str
-    label: str | None = None
-    body_part: str | None = None
-    template: bool = False
-    phantom: bool = False
-    file_modality: dict[str, str] = field(default_factory=dict)  # relative path -> modality
-
-    @classmethod
-    def from_folder(cls, folder: Path, default_name: str) -> DatasetInfo:
-        meta_path = folder / DATASET_FILE
-        if not meta_path.exists():
-            return cls(name=default_name)
-        meta = json.loads(meta_path.read_text())
-        per_file = {
-            f["path"]: f["modality"]
-            for f in meta.get("files", [])
-            if isinstance(f, dict) and f.get("path") and f.get("modality")
-        }
-        return cls(
-            name=str(meta.get("name") or default_name),
-            label=meta.get("label"),
-            body_part=meta.get("body_part"),
-            template=bool(meta.get("template", False)),
-            phantom=bool(meta.get("phantom", False)),
-            file_modality=per_file,
-        )
-
-
-@dataclass(slots=True)
-class FileTask:
-    path: str
-    dataset: str
-    rel: str  # path relative to the dataset folder
-    label: str | None
-    body_part: str | None
-    template: bool
-    modality_hint: str | None
-
-
-@dataclass
-class CatalogSummary:
-    files_seen: int = 0
-    files_cataloged: int = 0
-    files_excluded: int = 0  # readable images whose modality is not a class of the vocabulary
-    files_skipped: int = 0  # unreadable, corrupt or not an image: see the errors file
-    images: int = 0
-    images_per_class: dict[str, int] = field(default_factory=dict)
-    excluded_modalities: dict[str, int] = field(default_factory=dict)
-    datasets: int = 0
-    seconds: float = 0.0
-
-    def reconciles(self) -> bool:
-        return self.files_seen == self.files_cataloged + self.files_excluded + self.files_skipped
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def discover(roots: Iterable[Path | str]) -> list[FileTask]:
@@ -180,6 +106,8 @@ def _task(path: Path, folder: Path, info: DatasetInfo) -> FileTask:
         body_part=info.body_part,
         template=info.template or info.phantom,
         modality_hint=info.file_modality.get(rel),
+        synthetic=info.synthetic,
+        simulated_from=info.simulated_from,
     )
 
 
@@ -228,6 +156,10 @@ def _read_chunk(
             "template": t.template,
             "format": h.format,
             "split": None,
+            **header_geometry(h.format, n, h.extra),
+            "sop_class": h.extra.get("sop_class"),
+            "synthetic": t.synthetic,
+            "simulated_from": t.simulated_from,
         }
         for name, value in same.items():
             columns[name].extend([value] * n)
@@ -282,7 +214,7 @@ def _merge_parts(
     excluded: Counter[str] = Counter()
     per_class: Counter[str] = Counter()
     datasets: set[str] = set()
-    images = 0
+    images = synthetic = 0
     with atomic_path(out) as tmp:
         with pq.ParquetWriter(tmp, SCHEMA) as writer:
             for i in range(n_parts):
@@ -298,6 +230,7 @@ def _merge_parts(
                     if item["values"] is not None:
                         per_class[item["values"]] += item["counts"]
                 datasets.update(v for v in pc.unique(part.column("dataset")).to_pylist())
+                synthetic += int(pc.sum(part.column("synthetic")).as_py() or 0)
                 del part
     summary.files_cataloged = outcome["cataloged"]
     summary.files_excluded = outcome["excluded"]
@@ -306,6 +239,7 @@ def _merge_parts(
     summary.images = images
     summary.images_per_class = {c: per_class.get(c, 0) for c in classes}
     summary.datasets = len(datasets)
+    summary.synthetic_images = synthetic
     return all_errors
 
 
@@ -386,10 +320,14 @@ def read_catalog(path: Path | str) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"catalog {path} not found; build it with `hypermodal catalog`")
     table = pq.read_table(path)
-    missing = [c for c in CATALOG_COLUMNS if c not in table.column_names]
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
     if missing:
         raise ValueError(f"{path} is not a hypermodal catalog (missing columns {missing})")
-    return table.to_pandas()
+    frame = table.to_pandas()
+    for name, default in COLUMN_DEFAULTS.items():
+        if name not in frame.columns:
+            frame[name] = default
+    return frame
 
 
 def catalog_vocabulary(path: Path | str) -> ClassVocabulary:

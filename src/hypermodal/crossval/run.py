@@ -1,0 +1,277 @@
+"""``hypermodal crossval``: every real dataset predicted by models that never saw it.
+
+The run, on a corpus folder (the bundled samples by default) and its simulations:
+
+1. catalog both (classes CT, MR, PT, XR, OTHER), drop localizers (as ``split`` does), and store
+   every image once (pixels for the CNN, intensity statistics for the feature forest);
+2. the **feature forest** is fitted and scored leave-one-dataset-out (``folds``); the **CNN** per
+   ``pixel_folds`` (leave-one-dataset-out too with ``"dataset"``; an integer groups datasets, since
+   a fold costs a CNN training); the **header** needs no fitting;
+3. the **fusion** is fitted, for each real dataset, on the out-of-fold evidence of all the other
+   real datasets (nested: the rule that scores a dataset never saw it either);
+4. scores per evidence mode (``scoring.py``), the per-dataset table, a report; and, with
+   ``save_model``, the final model: forest and CNN on every image, fusion on all the out-of-fold
+   evidence, written as a checkpoint ``predict`` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hypermodal.common.files import write_text_atomic
+from hypermodal.crossval.folds import check_folds, make_folds
+from hypermodal.crossval.scoring import per_dataset, score_all
+from hypermodal.evidence import (
+    EvidenceModel,
+    Fusion,
+    calibration_error,
+    feature_matrix,
+    fit_forest,
+    header_label,
+    header_probs,
+)
+from hypermodal.labels import ClassVocabulary
+
+log = logging.getLogger(__name__)
+
+CLASSES = ("CT", "MR", "PT", "XR", "OTHER")
+
+
+def vocabulary() -> ClassVocabulary:
+    """The crossval and default-model vocabulary: the paper's four classes plus OTHER."""
+    return ClassVocabulary.from_options(classes=",".join(CLASSES), other="OTHER")
+
+
+def prepare_corpus(
+    out: Path,
+    samples_dir: Path | None,
+    simulate: bool,
+    size: int,
+    seed: int,
+    workers: int | None,
+    progress: bool,
+) -> Path:
+    """Samples (bundled unless given) + simulations -> catalog -> store at ``out/store``."""
+    from hypermodal.catalog import build_catalog, read_catalog
+    from hypermodal.preprocess import PreprocessConfig
+    from hypermodal.store import META_FILE, build_store
+
+    vocab = vocabulary()
+    if samples_dir is None:
+        from hypermodal.sources.samples import gather_samples
+
+        samples_dir = out / "samples"
+        gather_samples(samples_dir, progress=progress)
+    roots = [Path(samples_dir)]
+    if simulate:
+        from hypermodal.sources.simulate import simulate_corpus
+
+        simulate_corpus(Path(samples_dir), out / "simulated", seed=seed, progress=progress)
+        roots.append(out / "simulated")
+    store_dir = out / "store"
+    if not (store_dir / META_FILE).exists():
+        cat_path = out / "catalog.parquet"
+        build_catalog(roots, cat_path, vocabulary=vocab, workers=workers, progress=progress)
+        catalog = read_catalog(cat_path)
+        catalog = catalog[~catalog["localizer"].astype(bool)].copy()
+        catalog["split"] = "train"
+        build_store(
+            catalog,
+            store_dir,
+            vocab,
+            preprocess=PreprocessConfig(size=size),
+            workers=workers,
+            progress=progress,
+        )
+    return store_dir
+
+
+def _claims(table: pd.DataFrame, vocab: ClassVocabulary) -> list[str | None]:
+    sop = table["sop_class"] if "sop_class" in table else pd.Series([None] * len(table))
+    return [
+        header_label(m if isinstance(m, str) else None, s if isinstance(s, str) else None, vocab)
+        for m, s in zip(table["modality"], sop, strict=True)
+    ]
+
+
+def _oof_forest(x, labels, groups, folds, seed) -> np.ndarray:
+    probs = np.full((len(labels), len(CLASSES)), np.nan)
+    for fold in folds:
+        forest = fit_forest(x[fold.train], labels[fold.train], CLASSES, groups[fold.train], seed)
+        probs[fold.test] = forest.predict_proba(x[fold.test])
+    return probs
+
+
+def _oof_pixels(images, y, groups, folds, config, progress: bool) -> np.ndarray:
+    from hypermodal.crossval.pixels import fit_pixels, pixel_probs
+
+    probs = np.full((len(y), len(CLASSES)), np.nan)
+    for i, fold in enumerate(folds):
+        start = time.perf_counter()
+        train_rows = np.flatnonzero(fold.train)
+        model = fit_pixels(
+            images[train_rows], y[train_rows], groups[train_rows], len(CLASSES), config
+        )
+        test_rows = np.flatnonzero(fold.test)
+        probs[test_rows] = pixel_probs(model, images[test_rows], config.train_size)
+        log.info(
+            "crossval: pixel fold %d/%d (%s) in %.0f s",
+            i + 1, len(folds), ", ".join(fold.held_out), time.perf_counter() - start,
+        )  # fmt: skip
+    return probs
+
+
+def _nested_fusion(
+    evidence: dict[str, np.ndarray | None], y: np.ndarray, datasets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fused and image-only probabilities, each dataset's from a fusion fitted without it."""
+    n = len(y)
+    fused = np.zeros((n, len(CLASSES)))
+    image = np.zeros((n, len(CLASSES)))
+    for d in np.unique(datasets):
+        rows = datasets == d
+        fit_ev = {k: (None if v is None else v[~rows]) for k, v in evidence.items()}
+        fusion = Fusion.fit(CLASSES, fit_ev, y[~rows], datasets[~rows])
+        out = fusion.predict(
+            {k: (None if v is None else v[rows]) for k, v in evidence.items()}, int(rows.sum())
+        )
+        fused[rows], image[rows] = out["probs"], out["image_probs"]
+    return fused, image
+
+
+def _label_names(probs: np.ndarray | None, n: int) -> np.ndarray:
+    if probs is None:
+        return np.array(["none"] * n, dtype=object)
+    return np.asarray(CLASSES, dtype=object)[probs.argmax(axis=1)]
+
+
+def run_crossval(
+    out: Path | str,
+    samples_dir: Path | str | None = None,
+    *,
+    simulate: bool = True,
+    folds: str | int = "dataset",
+    pixel_folds: str | int | None = 6,
+    size: int = 96,
+    pixel_steps: int = 300,
+    seed: int = 0,
+    unknown_below: float = 0.5,
+    workers: int | None = None,
+    progress: bool = True,
+    save_model: Path | str | None = None,
+) -> dict[str, Any]:
+    """Cross-validate every evidence mode by dataset; write ``metrics.json``, ``per_dataset.csv``,
+    ``predictions.parquet`` and ``report.md`` under ``out``; return the metrics.
+
+    ``pixel_folds=None`` leaves the CNN out (features, header and their fusion only).
+    """
+    from hypermodal.crossval.pixels import PixelConfig
+    from hypermodal.crossval.report import write_report
+    from hypermodal.store import SliceStore
+
+    start = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = vocabulary()
+    store_dir = prepare_corpus(
+        out, Path(samples_dir) if samples_dir else None, simulate, size, seed, workers, progress
+    )
+    store = SliceStore.open(store_dir)
+    table = store.table.reset_index(drop=True)
+    ok = table["ok"].to_numpy(bool)
+    table = table[ok].reset_index(drop=True)
+    rows_ok = np.flatnonzero(ok)
+    labels = table["label"].astype(str).to_numpy()
+    y = np.array([CLASSES.index(c) for c in labels])
+    groups = table["dataset"].astype(str).to_numpy()
+    x = feature_matrix(np.stack(table["stats"].to_numpy()), table)
+    feature_folds = make_folds(table, folds, seed)
+    check_folds(table, feature_folds)
+    features = _oof_forest(x, labels, groups, feature_folds, seed)
+    pixel_config = PixelConfig(train_size=size, steps=pixel_steps, seed=seed)
+    pixels = None
+    if pixel_folds is not None:
+        pfolds = make_folds(table, pixel_folds, seed)
+        check_folds(table, pfolds)
+        pixels = _oof_pixels(store.images[rows_ok], y, groups, pfolds, pixel_config, progress)
+    claims = _claims(table, vocab)
+    header = header_probs(claims, CLASSES)
+
+    real = ~table["synthetic"].fillna(False).to_numpy(bool)
+    ev_real = {
+        "pixels": None if pixels is None else pixels[real],
+        "features": features[real],
+        "header": header[real],
+    }
+    fused, image = _nested_fusion(ev_real, y[real], groups[real])
+    frame = table.loc[real, ["dataset", "label", "path", "index", "modality"]].reset_index(
+        drop=True
+    )
+    conf = fused.max(axis=1)
+    frame["pred_fused"] = np.where(
+        conf >= unknown_below, _label_names(fused, len(frame)), "UNKNOWN"
+    )
+    frame["confidence"] = conf
+    frame["pred_image"] = _label_names(image, len(frame))
+    frame["pred_features"] = _label_names(ev_real["features"], len(frame))
+    if pixels is not None:
+        frame["pred_pixels"] = _label_names(ev_real["pixels"], len(frame))
+    frame["pred_header"] = [
+        c if c is not None else "none" for c, r in zip(claims, real, strict=True) if r
+    ]
+    metrics = score_all(frame, CLASSES)
+    metrics["calibration_error_fused"] = calibration_error(fused, y[real])
+    synthetic_share = float((~real).mean())
+    metrics.update(
+        {
+            "folds": {"features": folds, "pixels": pixel_folds, "fusion": "dataset (nested)"},
+            "classes": list(CLASSES),
+            "real_images": int(real.sum()),
+            "real_datasets": int(len(np.unique(groups[real]))),
+            "simulated_images": int((~real).sum()),
+            "simulated_share_of_training": round(synthetic_share, 4),
+            "simulated_per_class": table.loc[~real, "label"].value_counts().to_dict(),
+            "pixel_config": pixel_config.to_dict() if pixels is not None else None,
+            "unknown_below": unknown_below,
+            "seed": seed,
+            "store": str(store_dir),
+        }
+    )
+    table_ds = per_dataset(frame)
+    if save_model is not None:
+        from hypermodal.crossval.bundle import save_default_model
+
+        ev_all = {
+            "pixels": ev_real["pixels"],
+            "features": ev_real["features"],
+            "header": ev_real["header"],
+        }
+        fusion = Fusion.fit(CLASSES, ev_all, y[real], groups[real], unknown_below=unknown_below)
+        forest = fit_forest(x, labels, CLASSES, groups, seed)
+        evidence = EvidenceModel(CLASSES, forest, fusion, info={"crossval": _headline(metrics)})
+        metrics["model"] = save_default_model(
+            Path(save_model), store, rows_ok, y, groups, evidence, pixel_config, vocab, metrics
+        )
+    metrics["seconds"] = round(time.perf_counter() - start, 1)
+    from hypermodal.common.versions import package_versions
+
+    metrics["versions"] = package_versions()
+    table_ds.to_csv(out / "per_dataset.csv", index=False)
+    frame.to_parquet(out / "predictions.parquet", index=False)
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
+    write_report(out / "report.md", metrics, table_ds)
+    return metrics
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {
+        mode: {k: s[k] for k in ("balanced_accuracy", "dataset_mean_accuracy", "accuracy")}
+        for mode, s in metrics["modes"].items()
+    }

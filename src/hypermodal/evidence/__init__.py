@@ -1,0 +1,51 @@
+"""Evidence beyond min-max pixels, and the rule that fuses it.
+
+* :mod:`.features` — intensity statistics of the decoded values and header geometry;
+* :mod:`.forest` — the feature model (a random forest kept as arrays);
+* :mod:`.header` — the DICOM header's claim with a stated trust, and what counts as OTHER;
+* :mod:`.fusion` — weighted log-linear pooling, UNKNOWN, the conflict flag, calibration;
+* :mod:`.model` — the evidence a checkpoint carries beside its CNN, and prediction with it.
+"""
+
+from hypermodal.evidence.features import (
+    FEATURE_NAMES,
+    GEOMETRY_NAMES,
+    STAT_NAMES,
+    feature_matrix,
+    header_geometry,
+    image_stats,
+)
+from hypermodal.evidence.forest import ForestModel
+from hypermodal.evidence.fusion import (
+    AGREEMENT,
+    EVIDENCE,
+    UNKNOWN,
+    Fusion,
+    agreement,
+    balanced_weights,
+    calibration_error,
+)
+from hypermodal.evidence.header import DEFAULT_TRUST, header_label, header_probs
+from hypermodal.evidence.model import EvidenceModel, fit_forest
+
+__all__ = [
+    "AGREEMENT",
+    "DEFAULT_TRUST",
+    "EVIDENCE",
+    "FEATURE_NAMES",
+    "GEOMETRY_NAMES",
+    "STAT_NAMES",
+    "UNKNOWN",
+    "EvidenceModel",
+    "ForestModel",
+    "Fusion",
+    "agreement",
+    "balanced_weights",
+    "calibration_error",
+    "feature_matrix",
+    "fit_forest",
+    "header_geometry",
+    "header_label",
+    "header_probs",
+    "image_stats",
+]

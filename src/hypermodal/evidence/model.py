@@ -1,0 +1,148 @@
+"""The evidence a model carries beside its CNN, and the decision it makes with it.
+
+:class:`EvidenceModel` holds the feature forest, the header trust and the fitted fusion. It is
+saved in a checkpoint under the key ``evidence`` as plain values and tensors (so the checkpoint
+still loads with ``weights_only=True``) and turns per-image evidence into the prediction
+columns: ``prediction`` (fused, or ``UNKNOWN``), ``confidence``, ``p_<CLASS>``,
+``pixel_prediction``, ``feature_prediction``, ``header_label`` and ``agreement``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hypermodal.evidence.features import FEATURE_NAMES
+from hypermodal.evidence.forest import ForestModel
+from hypermodal.evidence.fusion import Fusion, agreement, balanced_weights
+from hypermodal.evidence.header import DEFAULT_TRUST, header_probs
+
+
+def fit_forest(
+    x: np.ndarray,
+    labels: np.ndarray,
+    classes: tuple[str, ...],
+    groups: np.ndarray | None = None,
+    seed: int = 0,
+) -> ForestModel:
+    """Fit the feature forest on rows ``x`` (:data:`FEATURE_NAMES`) with class names
+    ``labels``; every class, and every dataset (``groups``) within a class, weighs the same."""
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.asarray([index[str(v)] for v in labels], dtype=np.int64)
+    weights = balanced_weights(y, groups)
+    return ForestModel.fit(x, y, tuple(classes), FEATURE_NAMES, sample_weight=weights, seed=seed)
+
+
+def _names(classes: tuple[str, ...], probs: np.ndarray | None, n: int) -> list[Any]:
+    if probs is None:
+        return [None] * n
+    return [classes[i] for i in np.asarray(probs).argmax(axis=1)] if n else []
+
+
+@dataclass
+class EvidenceModel:
+    """Feature forest (None: pixels and header only), header trust and fusion for ``classes``."""
+
+    classes: tuple[str, ...]
+    forest: ForestModel | None
+    fusion: Fusion
+    header_trust: float = DEFAULT_TRUST
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def evidence(
+        self,
+        pixel_probs: np.ndarray | None,
+        features: np.ndarray | None,
+        claims: list[str | None],
+    ) -> dict[str, np.ndarray | None]:
+        """Each source's probabilities (rows × classes, or None when the source is absent)."""
+        feature_probs = None
+        if self.forest is not None and features is not None and len(claims):
+            feature_probs = self.forest.predict_proba(features)
+        return {
+            "pixels": pixel_probs,
+            "features": feature_probs,
+            "header": header_probs(claims, self.classes, self.header_trust),
+        }
+
+    def decide(
+        self,
+        pixel_probs: np.ndarray | None,
+        features: np.ndarray | None,
+        claims: list[str | None],
+        has_image: np.ndarray | None = None,
+    ) -> pd.DataFrame:
+        """The prediction columns for ``len(claims)`` images.
+
+        Args:
+            pixel_probs: the CNN's probabilities, or None.
+            features: the :data:`FEATURE_NAMES` matrix, or None.
+            claims: the class each header claims (None: no claim).
+            has_image: rows with decoded image evidence (default: all); the others are
+                decided on the header alone (``agreement = "header only"``).
+        """
+        n = len(claims)
+        ev = self.evidence(pixel_probs, features, claims)
+        if has_image is not None and not np.all(has_image):
+            keep = np.asarray(has_image, dtype=bool)
+            k = len(self.classes)
+            for name in ("pixels", "features"):
+                if ev[name] is not None:
+                    arr = np.array(ev[name], dtype=np.float64)
+                    arr[~keep] = 1.0 / k
+                    ev[name] = arr
+        fused = self.fusion.predict(ev, n)
+        prediction, confidence = self.fusion.labels(fused["probs"])
+        image_label = _names(self.classes, fused["image_probs"], n)
+        image = np.ones(n, bool) if has_image is None else np.asarray(has_image, bool)
+        table = pd.DataFrame(
+            {
+                "prediction": prediction,
+                "confidence": confidence.astype(np.float32),
+                "pixel_prediction": _names(self.classes, ev["pixels"], n),
+                "feature_prediction": _names(self.classes, ev["features"], n),
+                "header_label": claims,
+                "agreement": agreement(claims, np.asarray(image_label, dtype=object), image),
+            }
+        )
+        for j, c in enumerate(self.classes):
+            table[f"p_{c}"] = fused["probs"][:, j].astype(np.float32) if n else []
+        return table
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain values and tensors for the checkpoint key ``evidence``."""
+        import torch
+
+        forest = None
+        if self.forest is not None:
+            forest = {
+                k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
+                for k, v in self.forest.to_state().items()
+            }
+        return {
+            "classes": list(self.classes),
+            "forest": forest,
+            "fusion": self.fusion.to_state(),
+            "header_trust": float(self.header_trust),
+            "info": self.info,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> EvidenceModel:
+        forest = ForestModel.from_state(state["forest"]) if state.get("forest") else None
+        return cls(
+            classes=tuple(state["classes"]),
+            forest=forest,
+            fusion=Fusion.from_state(state["fusion"]),
+            header_trust=float(state.get("header_trust", DEFAULT_TRUST)),
+            info=dict(state.get("info") or {}),
+        )
+
+    @classmethod
+    def pixels_only(cls, classes: tuple[str, ...], reason: str) -> EvidenceModel:
+        """No forest and a neutral fusion: what a checkpoint without evidence predicts with."""
+        return cls(tuple(classes), None, Fusion.neutral(tuple(classes), reason))
