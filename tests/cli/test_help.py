@@ -28,6 +28,7 @@ COMMANDS = [
     "plan",
     "shard",
     "synth",
+    "crossval",
 ]
 #: Typer's own ``<type>`` placeholders, e.g. ``<bool>``, ``<path>``, ``<list[Path]>``
 TYPE_PLACEHOLDER = re.compile(r"<(?:bool|int|float|str|path|file|dir|directory|list\[[^\]]*\])>")

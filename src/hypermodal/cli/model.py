@@ -157,11 +157,19 @@ def predict(
     inputs: Annotated[
         list[Path], typer.Argument(metavar="PATH", help="Files and folders to classify.")
     ],
-    model: Annotated[Path, typer.Option("--model", "-m", metavar="FILE", help="Checkpoint (.pt).")],
     out: Annotated[
         Path,
         typer.Option("--out", "-o", metavar="FILE", help="Per-image table (.csv or .parquet)."),
     ],
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            "-m",
+            metavar="FILE",
+            help="Checkpoint (.pt) from `hypermodal train` (default: the bundled model).",
+        ),
+    ] = None,
     series_out: Annotated[
         Path | None,
         typer.Option(metavar="FILE", help="Per-series table (.csv or .parquet)."),
@@ -176,7 +184,9 @@ def predict(
     """Classify DICOM, NIfTI, NRRD and PNG/JPEG/TIFF files: one row per 2D image."""
     from hypermodal.inference import predict as run_predict
     from hypermodal.inference import summary_dict
+    from hypermodal.inference.predict import default_model_path
 
+    typer.echo(f"model: {model or default_model_path()}", err=True)
     summary = run_predict(
         inputs,
         model,
@@ -189,6 +199,8 @@ def predict(
         engine=engine,
         ray_address=ray_address,
     )
+    for note in summary.warnings:
+        typer.echo(f"warning: {note}", err=True)
     echo_json(summary_dict(summary))
 
 

@@ -72,3 +72,53 @@ def save_default_model(
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     torch.set_num_threads(torch.get_num_threads())
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": digest}
+
+
+def write_model_card(card: Path, metrics: dict[str, Any], report: str, datasets: Any) -> None:
+    """``MODEL_CARD.md``: what the model is, what it was trained on, how it scored on unseen
+    datasets (the crossval report), and its known limits."""
+    from hypermodal.common.files import write_text_atomic
+
+    model = metrics.get("model") or {}
+    per_class = datasets.groupby("label")["dataset"].nunique().to_dict()
+    real = ", ".join(f"{c}: {n}" for c, n in sorted(per_class.items()))
+    simulated = ", ".join(f"{c}: {n}" for c, n in sorted(metrics["simulated_per_class"].items()))
+    absent = metrics["classes_without_real_data"]
+    limits = [
+        f"No real {c} image was available to train or test: {c} is learnt from simulations only "
+        "and its accuracy on real images is unmeasured."
+        for c in absent
+    ]
+    limits += [
+        f"{note[0].upper()}{note[1:]}." for note in metrics["notes"] if "no real" not in note
+    ]
+    limits.append(
+        "The corpus is a few thousand images from a few dozen acquisitions in PyPI packages, "
+        "mostly heads; anatomy, scanners and export pipelines outside it may fail."
+    )
+    pc = metrics.get("pixel_config") or {}
+    lines = [
+        "# hypermodal default model",
+        "",
+        f"- File: `{Path(model.get('path', 'hypermodal-default.pt')).name}`, "
+        f"{model.get('bytes', 0) / 1e6:.1f} MB, sha256 `{model.get('sha256', '')}`.",
+        f"- Classes: {', '.join(metrics['classes'])} (US, NM, SEG, SR, secondary captures and "
+        "other modalities are OTHER; a confidence below "
+        f"{metrics['unknown_below']} is UNKNOWN).",
+        f"- Evidence: CNN `{pc.get('model', 'resnet18')}` at {pc.get('train_size')} px on the "
+        "paper's min-max preprocessing; a random forest on intensity statistics and header "
+        "geometry; the DICOM header with a stated trust; fused by weighted log-linear pooling "
+        "fitted on out-of-fold predictions of the real datasets.",
+        "- Trained by: `make default-model` (`hypermodal crossval --out runs/default "
+        "--save-model src/hypermodal/default_model/hypermodal-default.pt`), "
+        f"seed {metrics['seed']}.",
+        f"- Real datasets per class: {real}. Simulated training images per class: {simulated} "
+        f"({100 * metrics['simulated_share_of_training']:.1f} % of the training images).",
+        "",
+        "## Known limits",
+        "",
+        *[f"- {item}" for item in limits],
+        "",
+        report.replace("# Cross-validation by dataset", "## Cross-validation by dataset", 1),
+    ]
+    write_text_atomic(card, "\n".join(lines))

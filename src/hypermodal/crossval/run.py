@@ -267,6 +267,12 @@ def run_crossval(
     frame.to_parquet(out / "predictions.parquet", index=False)
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
     write_report(out / "report.md", metrics, table_ds)
+    if save_model is not None:
+        from hypermodal.crossval.bundle import write_model_card
+        from hypermodal.crossval.report import render
+
+        card = Path(save_model).with_name("MODEL_CARD.md")
+        write_model_card(card, metrics, render(metrics, table_ds), table_ds)
     return metrics
 
 

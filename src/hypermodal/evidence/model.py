@@ -18,7 +18,14 @@ import pandas as pd
 
 from hypermodal.evidence.features import FEATURE_NAMES
 from hypermodal.evidence.forest import ForestModel
-from hypermodal.evidence.fusion import Fusion, agreement, balanced_weights
+from hypermodal.evidence.fusion import (
+    EVIDENCE,
+    IMAGE_EVIDENCE,
+    Fusion,
+    Pooling,
+    agreement,
+    balanced_weights,
+)
 from hypermodal.evidence.header import DEFAULT_TRUST, header_probs
 
 
@@ -144,5 +151,14 @@ class EvidenceModel:
 
     @classmethod
     def pixels_only(cls, classes: tuple[str, ...], reason: str) -> EvidenceModel:
-        """No forest and a neutral fusion: what a checkpoint without evidence predicts with."""
-        return cls(tuple(classes), None, Fusion.neutral(tuple(classes), reason))
+        """What a checkpoint without evidence predicts with: the CNN's probabilities as they
+        are (weight 1 on pixels, 0 on the rest, no UNKNOWN), the header only compared."""
+        k = len(classes)
+        fusion = Fusion(
+            tuple(classes),
+            Pooling(EVIDENCE, np.array([1.0, 0.0, 0.0]), np.zeros(k)),
+            Pooling(IMAGE_EVIDENCE, np.array([1.0, 0.0]), np.zeros(k)),
+            unknown_below=0.0,
+            fitted_on={"fitted": False, "reason": reason},
+        )
+        return cls(tuple(classes), None, fusion)

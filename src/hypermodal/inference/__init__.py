@@ -21,6 +21,7 @@ from hypermodal.inference.predict import (
 if TYPE_CHECKING:
     from hypermodal.inference.model import (
         LoadedModel,
+        evidence_model,
         load_model,
         predict_proba,
         read_checkpoint,
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 _MODEL_NAMES = frozenset(
     {
         "LoadedModel",
+        "evidence_model",
         "load_model",
         "predict_proba",
         "read_checkpoint",
@@ -41,6 +43,7 @@ _MODEL_NAMES = frozenset(
 
 __all__ = [
     "LoadedModel",
+    "evidence_model",
     "load_model",
     "predict",
     "predict_proba",

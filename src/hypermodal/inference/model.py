@@ -15,6 +15,9 @@ A checkpoint is a plain dict of tensors and plain Python values (no pickled clas
     epoch                       completed epochs
     history                     one dict per epoch (losses, accuracies, lr, seconds, images/s)
     best                        {"epoch", "metric", "value"}: the best epoch so far
+    evidence                    optional: the feature forest, header trust and fitted fusion
+                                (:meth:`hypermodal.evidence.EvidenceModel.to_state`); without it
+                                prediction uses the CNN alone
     training_state              last.pt only: optimizer, scheduler, grad scaler, RNG states
     step_in_epoch               a mid-epoch last.pt only (``checkpoint_every_steps``): global
                                 batches done in epoch ``epoch + 1``; ``training_state.mid_epoch``
@@ -41,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hypermodal.common.errors import CheckpointError
+from hypermodal.evidence import EvidenceModel
 from hypermodal.labels import ClassVocabulary
 from hypermodal.models import build_model
 from hypermodal.preprocess import PreprocessConfig
@@ -179,6 +183,8 @@ class LoadedModel:
         device: where the model lives.
         meta: the rest of the checkpoint (model_name, config, split_hash, versions, epoch,
             history, best, store_path, path), without weights and training state.
+        evidence: the checkpoint's feature forest and fusion; ``None`` for a checkpoint that has
+            none (the CNN alone decides; see :func:`evidence_model`).
     """
 
     model: nn.Module
@@ -187,10 +193,19 @@ class LoadedModel:
     train_size: int
     device: torch.device
     meta: dict[str, Any] = field(default_factory=dict)
+    evidence: EvidenceModel | None = None
 
     @property
     def classes(self) -> tuple[str, ...]:
         return self.vocabulary.classes
+
+
+def evidence_model(loaded: LoadedModel) -> EvidenceModel:
+    """The evidence ``loaded`` predicts with: its own, or — for a checkpoint without one — the
+    CNN with the header beside it and a neutral fusion (pixels decide; the header only flags)."""
+    if loaded.evidence is not None:
+        return loaded.evidence
+    return EvidenceModel.pixels_only(loaded.classes, "checkpoint has no feature model")
 
 
 def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedModel:
@@ -226,7 +241,15 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedMo
     if dev.type == "cuda":
         model.to(memory_format=torch.channels_last)
     model.eval()
-    meta = {k: v for k, v in data.items() if k not in ("model_state", "training_state")}
+    evidence = None
+    if data.get("evidence"):
+        try:
+            evidence = EvidenceModel.from_state(data["evidence"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: unreadable evidence model: {exc}") from exc
+        if evidence.classes != vocabulary.classes:
+            raise CheckpointError(f"{path}: evidence classes differ from the model's")
+    meta = {k: v for k, v in data.items() if k not in ("model_state", "training_state", "evidence")}
     meta["path"] = str(path)
     return LoadedModel(
         model=model,
@@ -235,6 +258,7 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedMo
         train_size=int(data["train_size"]),
         device=dev,
         meta=meta,
+        evidence=evidence,
     )
 
 

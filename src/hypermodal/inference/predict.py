@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,9 @@ from hypermodal.common.engines import Engine, engine_scope
 from hypermodal.common.files import atomic_path
 from hypermodal.common.progress import progress_bar
 from hypermodal.common.rejects import error_record, write_errors
+from hypermodal.evidence.features import STAT_NAMES, feature_matrix, header_geometry, image_stats
+from hypermodal.evidence.fusion import UNKNOWN
+from hypermodal.evidence.header import header_label
 from hypermodal.io import ImageReadError, iter_images, read_header
 from hypermodal.labels import ClassVocabulary
 from hypermodal.preprocess import PreprocessConfig, to_uint8
@@ -44,6 +47,10 @@ class PredictSummary:
     series: int = 0
     seconds: float = 0.0
     images_per_second: float = 0.0
+    model: str = ""
+    per_class: dict[str, int] = field(default_factory=dict)
+    conflicts: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     def reconciles(self) -> bool:
         return self.files_seen == self.files_predicted + self.files_skipped
@@ -86,16 +93,20 @@ def write_table(df: pd.DataFrame, path: Path | str) -> None:
 
 
 def _decode_file(args: tuple[str, dict]) -> dict[str, Any]:
-    """Worker: header + every 2D image of one file, preprocessed to uint8."""
+    """Worker: header + every 2D image of one file, preprocessed to uint8, with the intensity
+    statistics of each decoded image and the file's header geometry (the feature model's
+    evidence, computed from the same decode)."""
     path, pre_dict = args
     pre = PreprocessConfig.from_dict(pre_dict)
     try:
         h = read_header(Path(path))
         indices: list[int] = []
         images: list[np.ndarray] = []
+        stats: list[np.ndarray] = []
         for idx, img in iter_images(Path(path)):
             indices.append(idx)
             images.append(to_uint8(img, pre))
+            stats.append(image_stats(img))
     except ImageReadError as exc:
         return {"path": path, "error": exc.reason}
     except Exception as exc:  # noqa: BLE001 - preprocessing failure on a strange image
@@ -106,9 +117,14 @@ def _decode_file(args: tuple[str, dict]) -> dict[str, Any]:
         "path": path,
         "indices": indices,
         "images": np.stack(images),
+        "stats": np.stack(stats),
         "series": h.series or path,
         "modality": h.modality,
+        "sop_class": h.extra.get("sop_class"),
         "localizer": h.localizer,
+        "rows": h.rows,
+        "columns": h.columns,
+        **header_geometry(h.format, h.num_images, h.extra),
     }
 
 
@@ -119,20 +135,117 @@ def _decoded(files: list[Path], pre: PreprocessConfig, engine: Engine) -> Iterat
 
 
 def series_table(images: pd.DataFrame, classes: tuple[str, ...]) -> pd.DataFrame:
-    """One row per series/volume: mean probability over its images, and the argmax class."""
+    """One row per series/volume: the mean fused probability over its images, its class
+    (``UNKNOWN`` when the series' confidence is below the threshold its images used), the
+    header claim, and ``agreement`` (``conflict`` when any image of the series conflicts)."""
     pcols = [f"p_{c}" for c in classes]
     grouped = images.groupby("series", sort=False)
     out = grouped[pcols].mean()
+    probs = out[pcols].to_numpy()
+    conf = probs.max(axis=1) if len(out) else np.zeros(0)
+    names = np.asarray(classes, dtype=object)[probs.argmax(axis=1)] if len(out) else []
+    threshold = float(images.attrs.get("unknown_below", 0.0))
     out.insert(0, "num_images", grouped.size())
     out.insert(0, "path", grouped["path"].first())
-    out.insert(2, "prediction", [classes[i] for i in out[pcols].to_numpy().argmax(axis=1)])
-    out.insert(3, "header_label", grouped["header_label"].first())
+    out.insert(2, "prediction", np.where(conf >= threshold, names, UNKNOWN))
+    out.insert(3, "confidence", conf.astype(np.float32))
+    out.insert(4, "header_label", grouped["header_label"].first())
+    out.insert(5, "agreement", grouped["agreement"].agg(_series_agreement))
+    for name in ("pixel_prediction", "feature_prediction"):
+        out.insert(6, name, grouped[name].agg(_majority))
     return out.reset_index()
+
+
+def _majority(values: pd.Series) -> Any:
+    counts = values.dropna().value_counts()
+    return counts.index[0] if len(counts) else None
+
+
+def _series_agreement(values: pd.Series) -> str:
+    kinds = set(values)
+    for kind in ("conflict", "header only", "agree"):
+        if kind in kinds:
+            return kind
+    return "no header"
+
+
+def default_model_path() -> Path:
+    """The model ``predict`` uses without ``--model``: the one the package ships."""
+    from hypermodal.default_model import MODEL_PATH
+
+    return MODEL_PATH
+
+
+def model_warnings(loaded: Any) -> list[str]:
+    """What a user should know about the model before trusting its labels."""
+    notes: list[str] = []
+    if loaded.evidence is None:
+        notes.append(
+            f"{loaded.meta.get('path')}: no feature model or fusion in this checkpoint: "
+            "the CNN alone decides (the header is only compared with it)"
+        )
+        return notes
+    info = loaded.evidence.info
+    trained = info.get("trained_classes")
+    if trained:
+        unseen = [c for c in loaded.classes if c not in trained]
+        if unseen:
+            notes.append(f"the model never saw {', '.join(unseen)} in training but may predict it")
+    real = info.get("real_classes")
+    if real:
+        simulated_only = [c for c in (trained or loaded.classes) if c not in real]
+        if simulated_only:
+            notes.append(
+                f"{', '.join(simulated_only)}: trained on simulated images only (no real "
+                "images of it were available); treat its labels with care"
+            )
+    return notes
+
+
+def _decide(loaded: Any, meta_rows: list[dict], stats: list[np.ndarray], p: np.ndarray):
+    from hypermodal.inference.model import evidence_model
+
+    vocab: ClassVocabulary = loaded.vocabulary
+    table = pd.DataFrame(meta_rows, columns=list(META_COLUMNS))
+    model = evidence_model(loaded)
+    n = len(table)
+    x = feature_matrix(np.concatenate(stats) if stats else np.zeros((0, len(STAT_NAMES))), table)
+    claims = [
+        header_label(m if isinstance(m, str) else None, s if isinstance(s, str) else None, vocab)
+        for m, s in zip(table["modality"], table["sop_class"], strict=True)
+    ]
+    decided = model.decide(p if n else None, x if n else None, claims)
+    decided.attrs["unknown_below"] = model.fusion.unknown_below
+    pcols = [f"p_{c}" for c in loaded.classes]
+    out = pd.concat([table[["path", "index"]], decided], axis=1)
+    first = ["path", "index", "prediction", "confidence", *pcols]
+    rest = ["pixel_prediction", "feature_prediction", "header_label", "agreement"]
+    out = pd.concat([out[first + rest], table[["series", "modality", "localizer"]]], axis=1)
+    out.attrs["unknown_below"] = model.fusion.unknown_below
+    return out
+
+
+#: Per-image values gathered from each decoded file (the feature model needs the geometry).
+META_COLUMNS = (
+    "path",
+    "index",
+    "series",
+    "modality",
+    "sop_class",
+    "localizer",
+    "rows",
+    "columns",
+    "frames",
+    "pixel_spacing",
+    "slice_thickness",
+    "bits_stored",
+    "samples",
+)
 
 
 def predict(
     inputs: Iterable[Path | str],
-    checkpoint: Path | str,
+    checkpoint: Path | str | None,
     out: Path | str,
     series_out: Path | str | None = None,
     batch_size: int = 64,
@@ -142,11 +255,14 @@ def predict(
     engine: str | Engine = "local",
     ray_address: str | None = None,
 ) -> PredictSummary:
-    """Classify every 2D image under ``inputs`` with the model in ``checkpoint``.
+    """Classify every 2D image under ``inputs`` with the model in ``checkpoint`` (None: the
+    bundled default model, :func:`default_model_path`).
 
-    Writes ``out`` (CSV or Parquet: ``path, index, prediction, p_<CLASS>...`` plus ``series``,
-    ``modality`` and ``header_label`` — the class the DICOM header implies, for spotting wrong
-    headers), ``<out>.errors.jsonl``, and ``series_out`` when given.
+    Writes ``out`` (CSV or Parquet: ``path, index, prediction, confidence, p_<CLASS>...,
+    pixel_prediction, feature_prediction, header_label, agreement, series, modality,
+    localizer``; ``prediction`` is the fused class or ``UNKNOWN``, ``header_label`` what the
+    DICOM header claims, ``agreement`` whether it matches the image), ``<out>.errors.jsonl``,
+    and ``series_out`` when given (:func:`series_table`).
 
     ``engine`` decodes the files: ``"local"`` (process pool of ``workers``), ``"ray"`` (Ray
     Data: a local Ray instance, or the cluster at ``ray_address``; every worker must see the
@@ -161,14 +277,16 @@ def predict(
     if series_out is not None:
         series_out = check_table_path(series_out)
     files = expand_inputs(inputs)
+    checkpoint = Path(checkpoint) if checkpoint is not None else default_model_path()
     loaded = load_model(checkpoint, device=device)
-    vocab: ClassVocabulary = loaded.vocabulary
-    classes = tuple(vocab.classes)
+    classes = tuple(loaded.vocabulary.classes)
     meta_rows: list[dict[str, Any]] = []
+    stats: list[np.ndarray] = []
     probs: list[np.ndarray] = []
     errors: list[dict] = []
     buf: list[np.ndarray] = []
-    summary = PredictSummary(files_seen=len(files))
+    summary = PredictSummary(files_seen=len(files), model=str(checkpoint))
+    summary.warnings = model_warnings(loaded)
 
     def flush() -> None:
         if buf:
@@ -185,18 +303,10 @@ def predict(
                 summary.files_skipped += 1
                 continue
             summary.files_predicted += 1
-            header_label = vocab.label_for_modality(item["modality"]) if item["modality"] else None
+            same = {k: item.get(k) for k in META_COLUMNS if k not in ("index",)}
             for idx in item["indices"]:
-                meta_rows.append(
-                    {
-                        "path": item["path"],
-                        "index": idx,
-                        "series": item["series"],
-                        "modality": item["modality"],
-                        "header_label": header_label,
-                        "localizer": item["localizer"],
-                    }
-                )
+                meta_rows.append({**same, "index": idx})
+            stats.append(item["stats"])
             buf.append(item["images"])
             pending += len(item["indices"])
             if pending >= batch_size:
@@ -206,18 +316,15 @@ def predict(
     bar.close()
 
     p = np.concatenate(probs) if probs else np.zeros((0, len(classes)), dtype=np.float32)
-    table = pd.DataFrame(
-        meta_rows, columns=["path", "index", "series", "modality", "header_label", "localizer"]
-    )
-    table.insert(2, "prediction", [classes[i] for i in p.argmax(axis=1)] if len(p) else [])
-    for j, c in enumerate(classes):
-        table[f"p_{c}"] = p[:, j] if len(p) else []
+    table = _decide(loaded, meta_rows, stats, p)
     summary.images = len(table)
+    summary.per_class = {c: int(n) for c, n in table["prediction"].value_counts().items()}
+    summary.conflicts = int((table["agreement"] == "conflict").sum()) if len(table) else 0
     write_table(table, out)
     write_errors(out.with_name(out.name + ".errors.jsonl"), errors)
+    s = series_table(table, classes) if len(table) else pd.DataFrame()
+    summary.series = len(s)
     if series_out is not None:
-        s = series_table(table, classes) if len(table) else pd.DataFrame()
-        summary.series = len(s)
         write_table(s, series_out)
     summary.seconds = round(time.perf_counter() - start, 3)
     summary.images_per_second = (
