@@ -31,11 +31,15 @@ def crossval(
         ),
     ] = None,
     folds: Annotated[
-        str, typer.Option(metavar="dataset|K", help="Folds of the feature model.")
+        str,
+        typer.Option(
+            metavar="DATASET|K",
+            help="Folds of the feature model: dataset (one per dataset) or a number.",
+        ),
     ] = "dataset",
     pixel_folds: Annotated[
         str,
-        typer.Option(metavar="dataset|K|none", help="Folds of the CNN ('none': no CNN)."),
+        typer.Option(metavar="DATASET|K|NONE", help="Folds of the CNN ('none': no CNN)."),
     ] = "6",
     simulate: Annotated[
         bool, typer.Option(help="Add simulated X-ray/PET and exports to training.")

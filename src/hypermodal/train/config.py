@@ -45,6 +45,9 @@ TENSORBOARD_DIR = "tensorboard"
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 LR_SCALING_CHOICES = ("none", "linear")
+#: ``TrainConfig.evidence``: the CNN alone (the paper), or the CNN with the feature forest and a
+#: fusion fitted at the end of the run (:mod:`hypermodal.train.evidence`).
+EVIDENCE_CHOICES = ("pixels", "all")
 
 #: Columns of history.csv, in order.
 HISTORY_COLUMNS = (
@@ -63,8 +66,9 @@ HISTORY_COLUMNS = (
     "images_per_s",
 )
 
-#: Fields that may change when a run is resumed (they do not change what is learned, or, for
-#: ``epochs``, extend it). Every other field must match the checkpoint's config.
+#: Fields that may change when a run is resumed (they do not change what the CNN learns, or, for
+#: ``epochs``, extend it; ``evidence`` is fitted after the last epoch, so a finished run can be
+#: resumed to add it). Every other field must match the checkpoint's config.
 RESUMABLE_FIELDS = frozenset(
     {
         "epochs",
@@ -76,6 +80,7 @@ RESUMABLE_FIELDS = frozenset(
         "eval_batch_size",
         "compile",
         "checkpoint_every_steps",
+        "evidence",
     }
 )
 
@@ -124,6 +129,10 @@ class TrainConfig:
         checkpoint_every_steps: also write ``last.pt`` every this many optimisation steps
             (counted from the start of the run), so that an interrupted epoch resumes where it
             stopped instead of from its start; ``None`` = at the end of every epoch only.
+        evidence: ``"pixels"`` (the CNN alone, the paper) or ``"all"``: after the last epoch
+            (main rank only) fit the feature forest on the train split and the fusion of
+            pixels, features and header on the validation split, and save them in ``best.pt``
+            and ``last.pt`` under ``evidence`` (:mod:`hypermodal.train.evidence`).
     """
 
     model: str = "resnet18"
@@ -152,6 +161,7 @@ class TrainConfig:
     sync_batchnorm: bool = False
     compile: bool = False
     checkpoint_every_steps: int | None = None
+    evidence: str = "pixels"
 
     def __post_init__(self) -> None:
         self.model = str(self.model).strip().lower()
@@ -182,6 +192,8 @@ class TrainConfig:
             raise ValueError(
                 f"checkpoint_every_steps must be ≥ 1 or None, got {self.checkpoint_every_steps}"
             )
+        if self.evidence not in EVIDENCE_CHOICES:
+            raise ValueError(f"evidence must be one of {EVIDENCE_CHOICES}, got {self.evidence!r}")
         if self.keep_epochs < -1:
             raise ValueError("keep_epochs must be -1 (all), 0 (none) or a positive count")
 
