@@ -116,6 +116,8 @@ class EvidenceModel:
                 "agreement": agreement(claims, np.asarray(image_label, dtype=object), image),
             }
         )
+        for name in ("pixel_prediction", "feature_prediction"):
+            table.loc[~image, name] = None
         for j, c in enumerate(self.classes):
             table[f"p_{c}"] = fused["probs"][:, j].astype(np.float32) if n else []
         return table

@@ -214,7 +214,11 @@ def _decide(loaded: Any, meta_rows: list[dict], stats: list[np.ndarray], p: np.n
         header_label(m if isinstance(m, str) else None, s if isinstance(s, str) else None, vocab)
         for m, s in zip(table["modality"], table["sop_class"], strict=True)
     ]
-    decided = model.decide(p if n else None, x if n else None, claims)
+    # an image without finite values or with one value everywhere carries no image evidence:
+    # it is decided on its header alone, or comes out UNKNOWN
+    std = x[:, STAT_NAMES.index("std")] if n else np.zeros(0)
+    has_image = np.isfinite(std) & (std > 0)
+    decided = model.decide(p if n else None, x if n else None, claims, has_image=has_image)
     decided.attrs["unknown_below"] = model.fusion.unknown_below
     pcols = [f"p_{c}" for c in loaded.classes]
     out = pd.concat([table[["path", "index"]], decided], axis=1)
