@@ -102,6 +102,6 @@ def check_folds(table: pd.DataFrame, folds: list[Fold]) -> None:
         if "simulated_from" in table.columns:
             sources = set(table.loc[fold.train, "simulated_from"].dropna().astype(str))
             assert not sources & set(fold.held_out), fold.held_out
-        assert set(dataset[fold.test]) <= set(fold.held_out)
+        assert set(dataset[fold.test]) == set(fold.held_out), f"{fold.held_out}: not all scored"
         scored.extend(fold.held_out)
     assert sorted(scored) == real_datasets(table), "a real dataset is not scored exactly once"

@@ -85,6 +85,12 @@ def fit_pixels(
     return model
 
 
+def model_outputs(model: nn.Module) -> int:
+    """Number of classes a network predicts (its last layer's outputs)."""
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    return int(last.out_features)
+
+
 def pixel_probs(
     model: nn.Module,
     images: np.ndarray,
@@ -100,5 +106,5 @@ def pixel_probs(
             x = to_model_input(np.asarray(images[lo : lo + batch_size]), device, train_size)
             out.append(torch.softmax(model(x).float(), dim=1).cpu().numpy())
     if not out:
-        return np.zeros((0, 0), dtype=np.float32)
+        return np.zeros((0, model_outputs(model)), dtype=np.float32)
     return np.concatenate(out)

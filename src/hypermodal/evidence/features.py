@@ -161,7 +161,8 @@ def header_geometry(fmt: str, num_images: int, extra: Mapping[str, Any]) -> dict
 
     Args:
         fmt: The reader's format name (only to know where each reader keeps its values; the
-            format itself is never a feature).
+            format itself is never a feature): DICOM tags; NIfTI/NRRD/MetaImage ``zooms``,
+            ``slice_axis`` and ``dtype``; raster ``mode``.
         num_images: 2D images in the file (frames of a DICOM, slices of a volume).
         extra: The reader's :attr:`~hypermodal.io.FileHeader.extra`.
     """
@@ -173,22 +174,24 @@ def header_geometry(fmt: str, num_images: int, extra: Mapping[str, Any]) -> dict
         thickness = _float(extra.get("slice_thickness"))
         bits = _float(extra.get("bits_stored"))
         samples = int(extra.get("samples_per_pixel") or 1)
-    elif fmt == "nifti":
-        zooms = [z for z in (extra.get("zooms") or [])][:3]
+    elif fmt in ("nifti", "nrrd", "mha"):
+        zooms = [_float(z) for z in (extra.get("zooms") or [])]
+        if fmt == "nifti":
+            zooms = zooms[:3]  # a fourth zoom is the time step
         axis = extra.get("slice_axis")
-        if len(zooms) >= 2:
-            in_plane = [z for i, z in enumerate(zooms) if i != axis][:2]
-            spacing = _mean_spacing(in_plane)
-            if isinstance(axis, int) and axis < len(zooms):
-                thickness = _float(zooms[axis])
+        in_plane = [z for i, z in enumerate(zooms) if i != axis and np.isfinite(z)][:2]
+        spacing = _mean_spacing(in_plane)
+        if isinstance(axis, int) and 0 <= axis < len(zooms):
+            thickness = zooms[axis]
         dtype = str(extra.get("dtype") or "")
-        bits = _float(np.dtype(dtype).itemsize * 8) if dtype else float("nan")
+        try:
+            bits = _float(np.dtype(dtype).itemsize * 8) if dtype else float("nan")
+        except TypeError:
+            bits = float("nan")
     elif fmt == "raster":
         mode = str(extra.get("mode") or "")
         bits = 16.0 if mode.startswith("I;16") or mode == "I" else 8.0
         samples = 3 if mode in ("RGB", "RGBA", "YCbCr", "P", "CMYK", "LAB", "HSV") else 1
-    else:
-        spacing = _mean_spacing(extra.get("spacing"))
     return {
         "frames": int(num_images),
         "pixel_spacing": spacing,

@@ -29,8 +29,9 @@ def _clean(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ForestModel:
-    """A fitted forest as arrays: ``left``, ``right``, ``feature`` (trees × nodes, int32; -1 at a
-    leaf), ``threshold`` (float32) and ``value`` (trees × nodes × classes, the class shares)."""
+    """A fitted forest as arrays: ``left``, ``right``, ``feature`` (trees × nodes, int32; -1 at
+    a leaf), ``threshold`` (float64, as scikit-learn keeps it) and ``value`` (trees × nodes ×
+    classes, the class shares)."""
 
     classes: tuple[str, ...]
     feature_names: tuple[str, ...]
@@ -74,7 +75,7 @@ class ForestModel:
         left = np.full(shape, -1, np.int32)
         right = np.full(shape, -1, np.int32)
         feature = np.full(shape, -1, np.int32)
-        threshold = np.zeros(shape, np.float32)
+        threshold = np.zeros(shape, np.float64)
         value = np.zeros((*shape, len(classes)), np.float32)
         for i, est in enumerate(rf.estimators_):
             t = est.tree_
@@ -136,6 +137,6 @@ class ForestModel:
             left=arr("left", np.int32),
             right=arr("right", np.int32),
             feature=arr("feature", np.int32),
-            threshold=arr("threshold", np.float32),
+            threshold=arr("threshold", np.float64),
             value=arr("value", np.float32),
         )

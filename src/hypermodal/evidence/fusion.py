@@ -8,11 +8,11 @@ over the evidence ``e`` in :data:`EVIDENCE` (pixels: the CNN; features: the inte
 geometry forest; header: the DICOM claim with its trust). The weights ``w_e >= 0`` and class
 biases ``b_c`` are fitted by maximum likelihood (L-BFGS; a small L2 penalty pulls the weights
 towards 1 and a strong one the biases towards 0, so that a few odd datasets cannot tilt the
-whole vocabulary; classes and datasets weighted equally) on predictions for images the evidence models never saw — the
-validation split in ``train``, the held-out datasets in ``crossval``. The weights act as
-temperatures, so the fused probability is calibrated on that data (its expected calibration
-error is reported beside the accuracy). Evidence that is absent for a row (no header in a PNG,
-no CNN in a features-only checkpoint) is uniform and drops out of the sum.
+whole vocabulary; classes and datasets weighted equally) on predictions for images the evidence
+models never saw — the validation split in ``train``, the held-out datasets in ``crossval``.
+The weights act as temperatures, so the fused probability is calibrated on that data (its
+expected calibration error is reported beside the accuracy). Evidence that is absent for a row
+(no header in a PNG, no CNN in a features-only checkpoint) is uniform and drops out of the sum.
 
 Two poolings are fitted: ``full`` (all evidence, fitted on the rows that have a header claim)
 fuses the images whose header claims a class; ``image`` (pixels and features only, fitted on
@@ -249,7 +249,7 @@ class Fusion:
 
 def has_claim(header: np.ndarray | None, n: int) -> np.ndarray:
     """Rows whose header probabilities are not uniform (the header claims a class)."""
-    if header is None:
+    if header is None or n == 0:
         return np.zeros(n, dtype=bool)
     header = np.asarray(header, dtype=np.float64).reshape(n, -1)
     return (header.max(axis=1) - header.min(axis=1)) > 1e-9

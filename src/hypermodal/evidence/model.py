@@ -21,6 +21,7 @@ from hypermodal.evidence.forest import ForestModel
 from hypermodal.evidence.fusion import (
     EVIDENCE,
     IMAGE_EVIDENCE,
+    UNKNOWN,
     Fusion,
     Pooling,
     agreement,
@@ -103,9 +104,12 @@ class EvidenceModel:
                     arr[~keep] = 1.0 / k
                     ev[name] = arr
         fused = self.fusion.predict(ev, n)
+        image = np.ones(n, bool) if has_image is None else np.asarray(has_image, bool)
+        header_only = ~image & np.array([c is not None for c in claims], bool)
+        if header_only.any():  # nothing but the header to go on: its claim at its trust
+            fused["probs"][header_only] = ev["header"][header_only]
         prediction, confidence = self.fusion.labels(fused["probs"])
         image_label = _names(self.classes, fused["image_probs"], n)
-        image = np.ones(n, bool) if has_image is None else np.asarray(has_image, bool)
         table = pd.DataFrame(
             {
                 "prediction": prediction,
@@ -118,6 +122,8 @@ class EvidenceModel:
         )
         for name in ("pixel_prediction", "feature_prediction"):
             table.loc[~image, name] = None
+        # no image evidence and no header claim: nothing to decide on, whatever the threshold
+        table.loc[~image & np.array([c is None for c in claims], bool), "prediction"] = UNKNOWN
         for j, c in enumerate(self.classes):
             table[f"p_{c}"] = fused["probs"][:, j].astype(np.float32) if n else []
         return table

@@ -128,6 +128,8 @@ class MetaImageReader:
                 "components": int(reader.GetNumberOfComponents()),
                 "axcodes": plan.axcodes,
                 "slice_axis": plan.slice_axis,
+                "zooms": [float(z) for z in reader.GetSpacing()],
+                "dtype": _numpy_dtype(reader),
             },
         )
 
@@ -188,3 +190,17 @@ class MetaImageReader:
 def _first_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[-1] if lines else type(exc).__name__
+
+
+def _numpy_dtype(reader: Any) -> str | None:
+    """The numpy name of the voxel type (``int16``, ``float32``...), from the header only."""
+    sitk = _sitk()
+    if sitk is None:  # pragma: no cover - header() checked already
+        return None
+    name = str(sitk.GetPixelIDValueAsString(reader.GetPixelID())).lower()
+    bits = next((b for b in ("64", "32", "16", "8") if b in name), None)
+    if bits is None:
+        return None
+    if "float" in name:
+        return f"float{bits}"
+    return f"{'uint' if 'unsigned' in name else 'int'}{bits}"

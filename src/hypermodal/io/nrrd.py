@@ -17,7 +17,7 @@ import gzip
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -74,6 +74,7 @@ class NrrdReader:
                 "space": header.get("space"),
                 "axcodes": plan.axcodes,
                 "slice_axis": layout.slice_axis,
+                "zooms": _zooms(header, len(layout.sizes)),
             },
         )
 
@@ -176,3 +177,19 @@ class NrrdReader:
         arr = np.asarray(arr).reshape(layout.sizes, order="F")
         for i in wanted:
             yield i, layout.cut(arr, i)
+
+
+def _zooms(header: dict[str, Any], ndim: int) -> list[float]:
+    """Voxel size (mm) per NRRD axis: the length of its space direction, else its spacing; NaN
+    for an axis without either (colour, time)."""
+    out = [float("nan")] * ndim
+    directions = header.get("space directions")
+    spacings = header.get("spacings")
+    for i in range(ndim):
+        row = directions[i] if directions is not None and i < len(directions) else None
+        if row is not None and np.all(np.isfinite(np.asarray(row, dtype=float))):
+            out[i] = float(np.linalg.norm(np.asarray(row, dtype=float)))
+        elif spacings is not None and i < len(spacings):
+            value = float(spacings[i])
+            out[i] = value if np.isfinite(value) else float("nan")
+    return out

@@ -95,6 +95,8 @@ def build_chunk(args: tuple[str, int, int, int, ChunkFiles, dict]) -> dict:
                 done.add(idx)
         except ImageReadError as exc:
             reason = exc.reason
+        except IndexError as exc:  # the file holds fewer images than the catalog says
+            reason = f"image index out of range: {exc}"
         else:
             reason = "image not found in file"
         for idx in indices:
