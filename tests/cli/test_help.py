@@ -28,6 +28,7 @@ COMMANDS = [
     "plan",
     "shard",
     "synth",
+    "simulate",
     "crossval",
 ]
 #: Typer's own ``<type>`` placeholders, e.g. ``<bool>``, ``<path>``, ``<list[Path]>``

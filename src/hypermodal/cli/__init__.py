@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from hypermodal import __version__
-from hypermodal.cli import crossval, data, gather, model
+from hypermodal.cli import crossval, data, gather, model, simulate
 from hypermodal.cli._common import (
     EngineOption,
     HelpCommand,
@@ -82,4 +82,5 @@ _command("fetch", gather.fetch)
 _command("plan", gather.plan)
 _command("shard", data.shard)
 _command("synth", data.synth)
+_command("simulate", simulate.simulate)
 _command("crossval", crossval.crossval)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hypermodal.common.files import atomic_path
 from hypermodal.common.versions import package_versions
 from hypermodal.crossval.pixels import PixelConfig, fit_pixels
 from hypermodal.evidence import EvidenceModel
@@ -34,10 +35,21 @@ def save_default_model(
     config: PixelConfig,
     vocab: ClassVocabulary,
     metrics: dict[str, Any],
+    cache: Path | None = None,
 ) -> dict[str, Any]:
-    """Train the final CNN on store ``rows`` and write the checkpoint to ``path``."""
-    model = fit_pixels(store.images[rows], y, groups, vocab.num_classes, config)
-    state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    """Train the final CNN on store ``rows`` (or reuse its weights from ``cache``) and write the
+    checkpoint to ``path``."""
+    if cache is not None and cache.exists():
+        state = torch.load(cache, map_location="cpu", weights_only=True)
+    else:
+        model = fit_pixels(store.images[rows], y, groups, vocab.num_classes, config)
+        state = {
+            k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()
+        }
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(cache) as tmp:
+                torch.save(state, tmp)
     trained_classes = sorted({vocab.classes[i] for i in np.unique(y)})
     real_classes = sorted(
         {c for c, s in metrics["modes"]["fused"]["recall"].items() if s is not None}
@@ -70,7 +82,6 @@ def save_default_model(
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path, payload)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    torch.set_num_threads(torch.get_num_threads())
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": digest}
 
 

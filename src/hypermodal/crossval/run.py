@@ -16,6 +16,7 @@ The run, on a corpus folder (the bundled samples by default) and its simulations
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -25,10 +26,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hypermodal.common.files import write_text_atomic
+from hypermodal.common.files import atomic_path, write_text_atomic
 from hypermodal.crossval.folds import check_folds, make_folds
 from hypermodal.crossval.scoring import per_dataset, score_all
 from hypermodal.evidence import (
+    FEATURE_NAMES,
+    SERIES_FEATURE_NAMES,
     EvidenceModel,
     Fusion,
     calibration_error,
@@ -36,6 +39,8 @@ from hypermodal.evidence import (
     fit_forest,
     header_label,
     header_probs,
+    series_keys,
+    series_matrix,
 )
 from hypermodal.labels import ClassVocabulary
 
@@ -101,26 +106,49 @@ def _claims(table: pd.DataFrame, vocab: ClassVocabulary) -> list[str | None]:
     ]
 
 
-def _oof_forest(x, labels, groups, folds, seed) -> np.ndarray:
+def _oof_forest(x, labels, groups, folds, seed, names=FEATURE_NAMES) -> np.ndarray:
     probs = np.full((len(labels), len(CLASSES)), np.nan)
     for fold in folds:
-        forest = fit_forest(x[fold.train], labels[fold.train], CLASSES, groups[fold.train], seed)
+        tr = fold.train
+        forest = fit_forest(x[tr], labels[tr], CLASSES, groups[tr], seed, feature_names=names)
         probs[fold.test] = forest.predict_proba(x[fold.test])
     return probs
 
 
-def _oof_pixels(images, y, groups, folds, config, progress: bool) -> np.ndarray:
+def pixel_key(config: Any, held_out: tuple[str, ...] | str, store: Any, n: int) -> str:
+    """What a fold's CNN depends on: its schedule, what it held out, the store's rows."""
+    text = json.dumps(
+        [config.to_dict(), list(held_out), store.meta.get("plan_hash"), n], sort_keys=True
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _oof_pixels(store, rows, y, groups, folds, config, cache: Path) -> np.ndarray:
+    """Out-of-fold CNN probabilities; each finished fold is kept in ``cache`` (``fold-K.npz``
+    with its key), so an interrupted or repeated run trains only the folds it lacks."""
     from hypermodal.crossval.pixels import fit_pixels, pixel_probs
 
+    cache.mkdir(parents=True, exist_ok=True)
+    images = store.images
     probs = np.full((len(y), len(CLASSES)), np.nan)
     for i, fold in enumerate(folds):
+        key = pixel_key(config, fold.held_out, store, len(y))
+        path = cache / f"fold-{i:03d}.npz"
+        test_rows = np.flatnonzero(fold.test)
+        if path.exists():
+            saved = np.load(path)
+            if str(saved["key"]) == key:
+                probs[test_rows] = saved["probs"]
+                continue
         start = time.perf_counter()
         train_rows = np.flatnonzero(fold.train)
         model = fit_pixels(
-            images[train_rows], y[train_rows], groups[train_rows], len(CLASSES), config
+            images[rows[train_rows]], y[train_rows], groups[train_rows], len(CLASSES), config
         )
-        test_rows = np.flatnonzero(fold.test)
-        probs[test_rows] = pixel_probs(model, images[test_rows], config.train_size)
+        probs[test_rows] = pixel_probs(model, images[rows[test_rows]], config.train_size)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, key=np.array(key), probs=probs[test_rows])
         log.info(
             "crossval: pixel fold %d/%d (%s) in %.0f s",
             i + 1, len(folds), ", ".join(fold.held_out), time.perf_counter() - start,
@@ -195,12 +223,14 @@ def run_crossval(
     feature_folds = make_folds(table, folds, seed)
     check_folds(table, feature_folds)
     features = _oof_forest(x, labels, groups, feature_folds, seed)
+    xs = series_matrix(x, series_keys(table))
+    series = _oof_forest(xs, labels, groups, feature_folds, seed, SERIES_FEATURE_NAMES)
     pixel_config = PixelConfig(train_size=size, steps=pixel_steps, seed=seed)
     pixels = None
     if pixel_folds is not None:
         pfolds = make_folds(table, pixel_folds, seed)
         check_folds(table, pfolds)
-        pixels = _oof_pixels(store.images[rows_ok], y, groups, pfolds, pixel_config, progress)
+        pixels = _oof_pixels(store, rows_ok, y, groups, pfolds, pixel_config, out / "pixels")
     claims = _claims(table, vocab)
     header = header_probs(claims, CLASSES)
 
@@ -208,6 +238,7 @@ def run_crossval(
     ev_real = {
         "pixels": None if pixels is None else pixels[real],
         "features": features[real],
+        "series": series[real],
         "header": header[real],
     }
     fused, image = _nested_fusion(ev_real, y[real], groups[real])
@@ -221,6 +252,7 @@ def run_crossval(
     frame["confidence"] = conf
     frame["pred_image"] = _label_names(image, len(frame))
     frame["pred_features"] = _label_names(ev_real["features"], len(frame))
+    frame["pred_series"] = _label_names(ev_real["series"], len(frame))
     if pixels is not None:
         frame["pred_pixels"] = _label_names(ev_real["pixels"], len(frame))
     frame["pred_header"] = [
@@ -257,8 +289,9 @@ def run_crossval(
         forest = fit_forest(x, labels, CLASSES, groups, seed)
         evidence = EvidenceModel(CLASSES, forest, fusion, info={"crossval": _headline(metrics)})
         metrics["model"] = save_default_model(
-            Path(save_model), store, rows_ok, y, groups, evidence, pixel_config, vocab, metrics
-        )
+            Path(save_model), store, rows_ok, y, groups, evidence, pixel_config, vocab, metrics,
+            cache=out / "pixels" / f"final-{pixel_key(pixel_config, 'all', store, len(y))}.pt",
+        )  # fmt: skip
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     from hypermodal.common.versions import package_versions
 

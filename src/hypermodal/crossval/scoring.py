@@ -17,11 +17,12 @@ import pandas as pd
 from hypermodal.evaluate.metrics import confusion_matrix, finite_or_none
 
 #: Evidence modes scored, in report order.
-MODES: tuple[str, ...] = ("fused", "image", "features", "pixels", "header")
+MODES: tuple[str, ...] = ("fused", "image", "features", "series", "pixels", "header")
 MODE_TITLES = {
     "fused": "fused (pixels + features + header)",
     "image": "features + pixels (no header)",
-    "features": "features only",
+    "features": "features only (per image)",
+    "series": "features only (per series)",
     "pixels": "pixels only (the paper's CNN)",
     "header": "header only",
 }

@@ -1,6 +1,7 @@
 """Evidence beyond min-max pixels, and the rule that fuses it.
 
-* :mod:`.features` — intensity statistics of the decoded values and header geometry;
+* :mod:`.features` — intensity statistics of the decoded values, header geometry, and their
+  summary over a series;
 * :mod:`.forest` — the feature model (a random forest kept as arrays);
 * :mod:`.header` — the DICOM header's claim with a stated trust, and what counts as OTHER;
 * :mod:`.fusion` — weighted log-linear pooling, UNKNOWN, the conflict flag, calibration;
@@ -10,10 +11,13 @@
 from hypermodal.evidence.features import (
     FEATURE_NAMES,
     GEOMETRY_NAMES,
+    SERIES_FEATURE_NAMES,
     STAT_NAMES,
     feature_matrix,
     header_geometry,
     image_stats,
+    series_keys,
+    series_matrix,
 )
 from hypermodal.evidence.forest import ForestModel
 from hypermodal.evidence.fusion import (
@@ -34,6 +38,7 @@ __all__ = [
     "EVIDENCE",
     "FEATURE_NAMES",
     "GEOMETRY_NAMES",
+    "SERIES_FEATURE_NAMES",
     "STAT_NAMES",
     "UNKNOWN",
     "EvidenceModel",
@@ -48,4 +53,6 @@ __all__ = [
     "header_label",
     "header_probs",
     "image_stats",
+    "series_keys",
+    "series_matrix",
 ]

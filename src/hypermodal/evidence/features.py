@@ -239,3 +239,39 @@ def feature_matrix(stats: np.ndarray, table: Any) -> np.ndarray:
         ]
     )
     return np.hstack([stats, geometry]).astype(np.float32)
+
+
+#: Per-series features: the median, 10th and 90th percentile over the series' images of every
+#: image feature (for a single image the three are equal).
+SERIES_FEATURE_NAMES: tuple[str, ...] = tuple(
+    f"{stat}_{name}" for stat in ("median", "p10", "p90") for name in FEATURE_NAMES
+)
+
+
+def series_keys(table: Any) -> np.ndarray:
+    """The series of each row: ``series``, else the file ``path``."""
+    if "series" in table.columns:
+        return table["series"].fillna(table["path"]).astype(str).to_numpy()
+    return table["path"].astype(str).to_numpy()
+
+
+def series_matrix(x: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """The :data:`SERIES_FEATURE_NAMES` of each row's series (rows × 3·features): what the whole
+    volume says, given to each of its images (NaN-aware: a feature missing on every image of
+    the series stays NaN)."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.full((len(x), 3 * x.shape[1] if x.ndim == 2 else 0), np.nan, dtype=np.float32)
+    if not len(x):
+        return out
+    _, inverse = np.unique(np.asarray(keys, dtype=object).astype(str), return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.flatnonzero(np.diff(inverse[order])) + 1
+    import warnings
+
+    for rows in np.split(order, bounds):
+        block = x[rows]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns stay NaN
+            q = np.nanpercentile(block, [50, 10, 90], axis=0)
+        out[rows] = q.reshape(1, -1)
+    return out

@@ -5,7 +5,8 @@ The rule is **weighted log-linear pooling** (a product of experts with fitted ex
     log p(c | x)  =  b_c  +  sum_e  w_e * log p_e(c | x)  -  log Z(x)
 
 over the evidence ``e`` in :data:`EVIDENCE` (pixels: the CNN; features: the intensity and
-geometry forest; header: the DICOM claim with its trust). The weights ``w_e >= 0`` and class
+geometry forest of the image; series: the forest of its whole series or volume; header: the
+DICOM claim with its trust). The weights ``w_e >= 0`` and class
 biases ``b_c`` are fitted by maximum likelihood (L-BFGS; a small L2 penalty pulls the weights
 towards 1 and a strong one the biases towards 0, so that a few odd datasets cannot tilt the
 whole vocabulary; classes and datasets weighted equally) on predictions for images the evidence
@@ -15,7 +16,7 @@ expected calibration error is reported beside the accuracy). Evidence that is ab
 (no header in a PNG, no CNN in a features-only checkpoint) is uniform and drops out of the sum.
 
 Two poolings are fitted: ``full`` (all evidence, fitted on the rows that have a header claim)
-fuses the images whose header claims a class; ``image`` (pixels and features only, fitted on
+fuses the images whose header claims a class; ``image`` (everything but the header, fitted on
 every row) fuses the others, and is what the image says without the header, the reference of
 the ``conflict`` flag. A fused confidence below ``unknown_below`` is reported as :data:`UNKNOWN`.
 """
@@ -29,8 +30,8 @@ from typing import Any
 import numpy as np
 
 #: Evidence sources, in the order of the fitted weights.
-EVIDENCE: tuple[str, ...] = ("pixels", "features", "header")
-IMAGE_EVIDENCE: tuple[str, ...] = ("pixels", "features")
+EVIDENCE: tuple[str, ...] = ("pixels", "features", "series", "header")
+IMAGE_EVIDENCE: tuple[str, ...] = ("pixels", "features", "series")
 #: The label of a prediction whose confidence is below the threshold.
 UNKNOWN = "UNKNOWN"
 #: Default confidence below which a prediction is UNKNOWN.

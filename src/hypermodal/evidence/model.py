@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hypermodal.evidence.features import FEATURE_NAMES
+from hypermodal.evidence.features import FEATURE_NAMES, series_matrix
 from hypermodal.evidence.forest import ForestModel
 from hypermodal.evidence.fusion import (
     EVIDENCE,
@@ -36,13 +36,15 @@ def fit_forest(
     classes: tuple[str, ...],
     groups: np.ndarray | None = None,
     seed: int = 0,
+    feature_names: tuple[str, ...] = FEATURE_NAMES,
 ) -> ForestModel:
-    """Fit the feature forest on rows ``x`` (:data:`FEATURE_NAMES`) with class names
-    ``labels``; every class, and every dataset (``groups``) within a class, weighs the same."""
+    """Fit a forest on rows ``x`` (``feature_names``: the image features by default, or
+    :data:`SERIES_FEATURE_NAMES`) with class names ``labels``; every class, and every dataset
+    (``groups``) within a class, weighs the same."""
     index = {c: i for i, c in enumerate(classes)}
     y = np.asarray([index[str(v)] for v in labels], dtype=np.int64)
     weights = balanced_weights(y, groups)
-    return ForestModel.fit(x, y, tuple(classes), FEATURE_NAMES, sample_weight=weights, seed=seed)
+    return ForestModel.fit(x, y, tuple(classes), feature_names, sample_weight=weights, seed=seed)
 
 
 def _names(classes: tuple[str, ...], probs: np.ndarray | None, n: int) -> list[Any]:
@@ -53,27 +55,36 @@ def _names(classes: tuple[str, ...], probs: np.ndarray | None, n: int) -> list[A
 
 @dataclass
 class EvidenceModel:
-    """Feature forest (None: pixels and header only), header trust and fusion for ``classes``."""
+    """Image and series feature forests (None: pixels and header only), header trust and fusion
+    for ``classes``."""
 
     classes: tuple[str, ...]
     forest: ForestModel | None
     fusion: Fusion
     header_trust: float = DEFAULT_TRUST
     info: dict[str, Any] = field(default_factory=dict)
+    series_forest: ForestModel | None = None
 
     def evidence(
         self,
         pixel_probs: np.ndarray | None,
         features: np.ndarray | None,
         claims: list[str | None],
+        series: np.ndarray | None = None,
     ) -> dict[str, np.ndarray | None]:
-        """Each source's probabilities (rows × classes, or None when the source is absent)."""
-        feature_probs = None
+        """Each source's probabilities (rows × classes, or None when the source is absent).
+
+        ``series`` (one key per row) groups the rows into series for the series forest.
+        """
+        feature_probs = series_probs = None
         if self.forest is not None and features is not None and len(claims):
             feature_probs = self.forest.predict_proba(features)
+            if self.series_forest is not None and series is not None:
+                series_probs = self.series_forest.predict_proba(series_matrix(features, series))
         return {
             "pixels": pixel_probs,
             "features": feature_probs,
+            "series": series_probs,
             "header": header_probs(claims, self.classes, self.header_trust),
         }
 
@@ -83,6 +94,7 @@ class EvidenceModel:
         features: np.ndarray | None,
         claims: list[str | None],
         has_image: np.ndarray | None = None,
+        series: np.ndarray | None = None,
     ) -> pd.DataFrame:
         """The prediction columns for ``len(claims)`` images.
 
@@ -92,13 +104,15 @@ class EvidenceModel:
             claims: the class each header claims (None: no claim).
             has_image: rows with decoded image evidence (default: all); the others are
                 decided on the header alone (``agreement = "header only"``).
+            series: the series key of each row (for the series forest; None: no series
+                evidence).
         """
         n = len(claims)
-        ev = self.evidence(pixel_probs, features, claims)
+        ev = self.evidence(pixel_probs, features, claims, series)
         if has_image is not None and not np.all(has_image):
             keep = np.asarray(has_image, dtype=bool)
             k = len(self.classes)
-            for name in ("pixels", "features"):
+            for name in ("pixels", "features", "series"):
                 if ev[name] is not None:
                     arr = np.array(ev[name], dtype=np.float64)
                     arr[~keep] = 1.0 / k
@@ -132,15 +146,18 @@ class EvidenceModel:
         """Plain values and tensors for the checkpoint key ``evidence``."""
         import torch
 
-        forest = None
-        if self.forest is not None:
-            forest = {
+        def tensors(model: ForestModel | None) -> dict[str, Any] | None:
+            if model is None:
+                return None
+            return {
                 k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
-                for k, v in self.forest.to_state().items()
+                for k, v in model.to_state().items()
             }
+
         return {
             "classes": list(self.classes),
-            "forest": forest,
+            "forest": tensors(self.forest),
+            "series_forest": tensors(self.series_forest),
             "fusion": self.fusion.to_state(),
             "header_trust": float(self.header_trust),
             "info": self.info,
@@ -149,12 +166,14 @@ class EvidenceModel:
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> EvidenceModel:
         forest = ForestModel.from_state(state["forest"]) if state.get("forest") else None
+        series = state.get("series_forest")
         return cls(
             classes=tuple(state["classes"]),
             forest=forest,
             fusion=Fusion.from_state(state["fusion"]),
             header_trust=float(state.get("header_trust", DEFAULT_TRUST)),
             info=dict(state.get("info") or {}),
+            series_forest=ForestModel.from_state(series) if series else None,
         )
 
     @classmethod
@@ -162,10 +181,11 @@ class EvidenceModel:
         """What a checkpoint without evidence predicts with: the CNN's probabilities as they
         are (weight 1 on pixels, 0 on the rest, no UNKNOWN), the header only compared."""
         k = len(classes)
+        only_pixels = [1.0 if name == "pixels" else 0.0 for name in EVIDENCE]
         fusion = Fusion(
             tuple(classes),
-            Pooling(EVIDENCE, np.array([1.0, 0.0, 0.0]), np.zeros(k)),
-            Pooling(IMAGE_EVIDENCE, np.array([1.0, 0.0]), np.zeros(k)),
+            Pooling(EVIDENCE, np.array(only_pixels), np.zeros(k)),
+            Pooling(IMAGE_EVIDENCE, np.array(only_pixels[: len(IMAGE_EVIDENCE)]), np.zeros(k)),
             unknown_below=0.0,
             fitted_on={"fitted": False, "reason": reason},
         )

@@ -26,7 +26,13 @@ from hypermodal.common.engines import Engine, engine_scope
 from hypermodal.common.files import atomic_path
 from hypermodal.common.progress import progress_bar
 from hypermodal.common.rejects import error_record, write_errors
-from hypermodal.evidence.features import STAT_NAMES, feature_matrix, header_geometry, image_stats
+from hypermodal.evidence.features import (
+    STAT_NAMES,
+    feature_matrix,
+    header_geometry,
+    image_stats,
+    series_keys,
+)
 from hypermodal.evidence.fusion import UNKNOWN
 from hypermodal.evidence.header import header_label
 from hypermodal.io import ImageReadError, iter_images, read_header
@@ -218,7 +224,9 @@ def _decide(loaded: Any, meta_rows: list[dict], stats: list[np.ndarray], p: np.n
     # it is decided on its header alone, or comes out UNKNOWN
     std = x[:, STAT_NAMES.index("std")] if n else np.zeros(0)
     has_image = np.isfinite(std) & (std > 0)
-    decided = model.decide(p if n else None, x if n else None, claims, has_image=has_image)
+    decided = model.decide(
+        p if n else None, x if n else None, claims, has_image=has_image, series=series_keys(table)
+    )
     decided.attrs["unknown_below"] = model.fusion.unknown_below
     pcols = [f"p_{c}" for c in loaded.classes]
     out = pd.concat([table[["path", "index"]], decided], axis=1)
