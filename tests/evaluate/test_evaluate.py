@@ -117,6 +117,15 @@ def test_evaluate_writes_everything_and_agrees_with_sklearn(run: dict, tmp_path:
     assert "Tiny corpus" in report
     assert "](confusion_matrix.png)" in report and "](curves.png)" in report
     assert run["store"].split_hash in report
+    # balanced accuracy first; a split this small is said to be so beside the paper's figures
+    assert "| model | balanced accuracy | accuracy | images |" in report
+    small = "test split too small to compare with the paper: 24 images, 6 CT, 6 MR, 6 PT, 6 XR"
+    assert metrics["paper_comparison"] == {"comparable": False, "reason": small}
+    assert f"**{small}.**" in report
+    assert "This model is **pixels only**" in report
+    assert "Simulated share of the training images: 0.00%" in report
+    assert metrics["evidence_modes"]["pixels"]["accuracy"] == pytest.approx(metrics["accuracy"])
+    assert metrics["evidence_modes"]["fused"]["available"] is False
 
 
 @pytest.mark.slow

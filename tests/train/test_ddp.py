@@ -302,13 +302,19 @@ def test_two_process_gloo_ddp_matches_one_process_and_resumes(tmp_path: Path) ->
     assert info["config"]["world_size"] == 2 and info["config"]["global_batch_size"] == 64
     assert info["config"]["backend"] == "gloo"
 
-    _torchrun(store, out, cfg, "--resume", "--epochs", "3")
+    # resumed with evidence: fitted after the last epoch by rank 0 while rank 1 waits
+    _torchrun(store, out, cfg, "--resume", "--epochs", "3", "--evidence", "all")
     ddp = _history(out)
     assert list(ddp["epoch"]) == [1, 2, 3]
     assert len(_writer_pids(out)) == 2  # rank 0 of the resumed run, and only it, added one
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     ckpt = read_checkpoint(out / "checkpoints" / "last.pt")
     assert ckpt["epoch"] == 3 and ckpt["resolved_config"]["world_size"] == 2
     assert not any(k.startswith("module.") for k in ckpt["model_state"])
+    for name in ("best.pt", "last.pt"):
+        evidence = read_checkpoint(out / "checkpoints" / name)["evidence"]
+        assert evidence["forest"] is None  # the store has no intensity statistics
+        assert evidence["fusion"]["fitted_on"]["rows"] == 64  # every validation image, once
 
     for col in ("train_loss", "val_loss"):
         np.testing.assert_allclose(ddp[col], ref[col], rtol=LOSS_RTOL, atol=LOSS_ATOL, err_msg=col)

@@ -109,6 +109,8 @@ def split(
         cap_order=cap_order,
     )
     typer.echo(f"{'reused' if reused else 'wrote'} split {out} (hash {plan.hash})", err=True)
+    if plan.synthetic_datasets:
+        typer.echo(f"{plan.synthetic_datasets} synthetic dataset(s) kept in train", err=True)
     echo_json(plan.quality)
 
 

@@ -60,6 +60,14 @@ def train(
         int | None,
         typer.Option(metavar="N", help="Also write last.pt every N steps (resume mid-epoch)."),
     ] = None,
+    evidence: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MODE",
+            help="pixels (the CNN alone, the paper) | all (also fit the feature forest on "
+            "train and the fusion on validate, saved in the checkpoints).",
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -79,6 +87,7 @@ def train(
         train_size=train_size,
         augment=augment,
         checkpoint_every_steps=checkpoint_every_steps,
+        evidence=evidence,
     )
     if resume and config is None and all(v is None for v in overrides.values()):
         cfg = None  # continue with the recipe saved in last.pt
@@ -150,7 +159,11 @@ def evaluate(
         history_csv=hist if hist.exists() else None,
     )
     typer.echo(f"report: {out / 'report.md'}", err=True)
-    echo_json({k: metrics[k] for k in ("accuracy", "balanced_accuracy", "classes", "num_images")})
+    reason = metrics["paper_comparison"]["reason"]
+    if reason:
+        typer.echo(f"note: {reason}", err=True)
+    keys = ("balanced_accuracy", "accuracy", "classes", "num_images", "paper_comparison")
+    echo_json({k: metrics[k] for k in keys})
 
 
 def predict(

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from hypermodal.common.files import atomic_path, write_text_atomic
 from hypermodal.crossval.folds import check_folds, make_folds
@@ -37,10 +36,10 @@ from hypermodal.evidence import (
     calibration_error,
     feature_matrix,
     fit_forest,
-    header_label,
     header_probs,
     series_keys,
     series_matrix,
+    table_claims,
 )
 from hypermodal.labels import ClassVocabulary
 
@@ -96,14 +95,6 @@ def prepare_corpus(
             progress=progress,
         )
     return store_dir
-
-
-def _claims(table: pd.DataFrame, vocab: ClassVocabulary) -> list[str | None]:
-    sop = table["sop_class"] if "sop_class" in table else pd.Series([None] * len(table))
-    return [
-        header_label(m if isinstance(m, str) else None, s if isinstance(s, str) else None, vocab)
-        for m, s in zip(table["modality"], sop, strict=True)
-    ]
 
 
 def _oof_forest(x, labels, groups, folds, seed, names=FEATURE_NAMES) -> np.ndarray:
@@ -231,7 +222,7 @@ def run_crossval(
         pfolds = make_folds(table, pixel_folds, seed)
         check_folds(table, pfolds)
         pixels = _oof_pixels(store, rows_ok, y, groups, pfolds, pixel_config, out / "pixels")
-    claims = _claims(table, vocab)
+    claims = table_claims(table, vocab)
     header = header_probs(claims, CLASSES)
 
     real = ~table["synthetic"].fillna(False).to_numpy(bool)

@@ -2,11 +2,14 @@
 
 :func:`evaluate` (``run.py``) predicts one split of a store and writes everything;
 ``metrics.py`` holds the scores, ``figures.py`` the plots, ``history.py`` the training history as
-read back, and ``report.py`` the Markdown report.
+read back, ``evidence.py`` the evidence modes (pixels, features, header, fused) and when a split
+is too small to set beside the paper, and ``report.py`` (with ``headline.py`` and
+``markdown.py``) the Markdown report.
 """
 
 from __future__ import annotations
 
+from hypermodal.evaluate.headline import PAPER_RESULTS
 from hypermodal.evaluate.metrics import (
     accuracy,
     balanced_accuracy,
@@ -14,10 +17,7 @@ from hypermodal.evaluate.metrics import (
     per_class_table,
     per_dataset_table,
 )
-from hypermodal.evaluate.report import (
-    PAPER_RESULTS,
-    write_report,
-)
+from hypermodal.evaluate.report import write_report
 from hypermodal.evaluate.run import evaluate
 
 __all__ = [

@@ -122,3 +122,19 @@ def plot_training_time(history: pd.DataFrame, path: Path, model: str) -> None:
         ax.legend()
         ax.set_title(f"{model}: {total / scale:.2f} {unit} for {len(history)} epochs")
     _save_figure(fig, path)
+
+
+def write_figures(
+    out_dir: Path,
+    cm: np.ndarray,
+    labels: list[str],
+    counts: dict[str, dict[str, int]],
+    history: pd.DataFrame,
+    title: str,
+    model_name: str,
+) -> None:
+    """Every figure of an evaluation into ``out_dir`` (``labels``: the confusion matrix's)."""
+    plot_confusion_matrix(cm, labels, out_dir / "confusion_matrix.png", title)
+    plot_class_counts(counts, out_dir / "class_counts.png")
+    plot_curves(history, out_dir / "curves.png", model_name)
+    plot_training_time(history, out_dir / "training_time.png", model_name)

@@ -37,6 +37,25 @@ def finite_or_none(value: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def json_safe(value: Any) -> Any:
+    """NaN/inf → None, numpy → Python, recursively (``metrics.json`` must be valid JSON).
+
+    >>> json_safe({"a": np.float32(0.5), "b": [float("nan")]})
+    {'a': 0.5, 'b': [None]}
+    """
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def _checked(
     y_true: np.ndarray, y_pred: np.ndarray, num_classes: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,9 @@
 """A Markdown report of one evaluation, next to the paper's numbers.
 
 :func:`write_report` turns the ``metrics`` dict of :func:`hypermodal.evaluate.run.evaluate` into
-``report.md``: headline accuracy and balanced accuracy beside the paper's Table 2, the confusion
+``report.md``: headline balanced accuracy and accuracy beside the paper's Table 2
+(:mod:`hypermodal.evaluate.headline`, with the warning a degenerate split needs and the simulated
+share of training), the evidence modes (pixels, features, header, fused), the confusion
 matrix, per-class and per-dataset tables (Table 3), images per class per split (Fig. 3), the
 figures (linked relatively, so the folder can be moved), training time (Fig. 5), and a
 reproducibility section. It says plainly when a class has no data and when the corpus is far too
@@ -18,54 +20,19 @@ from typing import Any
 import pandas as pd
 
 from hypermodal.common.files import write_text_atomic
+from hypermodal.evaluate.headline import evidence_section, headline_section
 from hypermodal.evaluate.history import read_history
-from hypermodal.evaluate.metrics import finite_or_none
+from hypermodal.evaluate.markdown import duration as _duration
+from hypermodal.evaluate.markdown import num as _num
+from hypermodal.evaluate.markdown import pct as _pct
+from hypermodal.evaluate.markdown import table as _table
 
 REPORT_FILE = "report.md"
 
-#: The paper's test-set results (Table 2): model → (accuracy, balanced accuracy).
-PAPER_RESULTS: dict[str, tuple[float, float]] = {
-    "resnet18": (0.9600, 0.8617),
-    "resnet50": (0.9560, 0.8565),
-    "vgg16": (0.9458, 0.8108),
-}
-PAPER_LABELS = {"resnet18": "ResNet18", "resnet50": "ResNet50", "vgg16": "VGG16"}
 #: Images the paper trained/evaluated on (§2.2: 4.5 million after curation).
 PAPER_CORPUS_IMAGES = 4_500_000
 #: Below this many images in the whole store, results are flagged as not comparable.
 SMALL_CORPUS = 100_000
-
-
-def _pct(value: Any) -> str:
-    v = finite_or_none(value)
-    return "n/a" if v is None else f"{v:.2%}"
-
-
-def _num(value: Any, digits: int = 1) -> str:
-    v = finite_or_none(value)
-    return "n/a" if v is None else f"{v:,.{digits}f}"
-
-
-def _duration(seconds: Any) -> str:
-    s = finite_or_none(seconds)
-    if s is None:
-        return "n/a"
-    if s >= 3600:
-        return f"{s / 3600:.2f} h"
-    if s >= 120:
-        return f"{s / 60:.1f} min"
-    return f"{s:.1f} s"
-
-
-def _table(header: list[str], rows: list[list[Any]], align: str | None = None) -> str:
-    """A GitHub-flavoured Markdown table; ``align`` is one char per column (l/r)."""
-    align = align or "l" * len(header)
-    sep = ["---:" if a == "r" else "---" for a in align]
-    lines = ["| " + " | ".join(str(h) for h in header) + " |", "| " + " | ".join(sep) + " |"]
-    for row in rows:
-        cells = [str(c).replace("|", "\\|").replace("\n", " ") for c in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def honesty_notes(metrics: dict[str, Any]) -> list[str]:
@@ -109,29 +76,6 @@ def honesty_notes(metrics: dict[str, Any]) -> list[str]:
     if isinstance(demo, dict) and demo.get("note"):
         notes.append(str(demo["note"]))
     return notes
-
-
-def _headline(metrics: dict[str, Any], split: str) -> list[str]:
-    model = str(metrics.get("model") or "?")
-    rows: list[list[Any]] = [
-        [
-            f"**this run: {PAPER_LABELS.get(model, model)}** ({split})",
-            f"**{_pct(metrics.get('accuracy'))}**",
-            f"**{_pct(metrics.get('balanced_accuracy'))}**",
-            f"{int(metrics.get('num_images') or 0):,}",
-        ]
-    ]
-    for name, (acc, bal) in PAPER_RESULTS.items():
-        mark = " ← same architecture" if name == model else ""
-        label = f"paper: {PAPER_LABELS[name]} (test){mark}"
-        rows.append([label, _pct(acc), _pct(bal), "~4.5 M corpus"])
-    return [
-        "## Headline\n",
-        _table(["model", "accuracy", "balanced accuracy", "images"], rows, "lrrr"),
-        "\nBalanced accuracy is the mean recall over the classes present in the true labels "
-        "(scikit-learn's definition). The paper's figures are from its Table 2 (10 epochs, "
-        "test set of its 4.5-million-image corpus).\n",
-    ]
 
 
 def _confusion(metrics: dict[str, Any], classes: list[str]) -> list[str]:
@@ -324,8 +268,9 @@ def write_report(
     notes = honesty_notes(metrics)
     if notes:
         parts += ["## Read this first\n", "\n".join(f"- {n}" for n in notes) + "\n"]
-    parts += _headline(metrics, split)
-    parts += _confusion(metrics, classes)
+    parts += headline_section(metrics, split)
+    parts += evidence_section(metrics)
+    parts += _confusion(metrics, list(metrics.get("confusion_labels") or classes))
     parts += _per_dataset(metrics, split)
     parts += _class_counts(metrics)
     parts += _curves(read_history(history_csv, metrics.get("history")))

@@ -2,9 +2,12 @@
 
 Outputs in ``out_dir`` (every file written atomically)::
 
-    predictions.parquet   row, dataset, label, prediction, correct, p_<CLASS>... per image
-    metrics.json          accuracy, balanced accuracy, confusion matrix, per-class and
-                          per-dataset tables, class counts, training time, speed, provenance
+    predictions.parquet   row, dataset, label, prediction, correct, p_<CLASS>..., then
+                          pixel_prediction, feature_prediction, header_label, agreement,
+                          confidence per image
+    metrics.json          balanced accuracy, accuracy, confusion matrix, per-class and
+                          per-dataset tables, evidence_modes, paper_comparison, the simulated
+                          share of training, class counts, training time, speed, provenance
     confusion_matrix.csv  rows true class, columns predicted class (paper Fig. 7)
     confusion_matrix.png
     per_dataset.csv       dataset, label, n, correct, accuracy (paper Table 3)
@@ -18,14 +21,17 @@ split is left out of balanced accuracy and reported in ``missing_classes``.
 
 Images are predicted through :func:`hypermodal.inference.predict_proba`: eval mode, no
 gradients, the training input path (uint8 → ``/255`` → resize to ``train_size``), softmax
-probabilities.
+probabilities. A checkpoint with evidence (``train --evidence all``) then decides with it
+(:mod:`hypermodal.evaluate.evidence`): ``prediction`` and ``p_<CLASS>`` are the fused decision
+(``UNKNOWN`` below the fusion's threshold: a column of its own in the confusion matrix, counted
+as wrong), and ``evidence_modes`` scores the pixels, features, header and fused predictions
+apart. Without evidence the CNN decides, as in the paper.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -34,20 +40,18 @@ import numpy as np
 import pandas as pd
 
 from hypermodal.common.files import atomic_path, file_digest, write_text_atomic
-from hypermodal.evaluate.figures import (
-    plot_class_counts,
-    plot_confusion_matrix,
-    plot_curves,
-    plot_training_time,
-)
+from hypermodal.evaluate.evidence import Decision, decide, evidence_metrics
+from hypermodal.evaluate.figures import write_figures
 from hypermodal.evaluate.history import read_history, training_summary
 from hypermodal.evaluate.metrics import (
     accuracy,
     balanced_accuracy,
     confusion_matrix,
+    json_safe,
     per_class_table,
     per_dataset_table,
 )
+from hypermodal.evidence import UNKNOWN
 from hypermodal.store import SPLITS, SliceStore, images_per_class_per_split
 
 log = logging.getLogger(__name__)
@@ -143,31 +147,29 @@ def _predict(
 
 
 def _prediction_frame(
-    rows: np.ndarray,
-    table: pd.DataFrame,
-    probs: np.ndarray,
-    classes: list[str],
-    model_classes: list[str],
-) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """The predictions table (``predictions.parquet``) and the true and predicted class indices."""
+    rows: np.ndarray, table: pd.DataFrame, decision: Decision, classes: list[str]
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, list[str]]:
+    """The predictions table (``predictions.parquet``), the true and predicted indices into the
+    confusion labels, and those labels (``classes``, then ``UNKNOWN`` when predicted)."""
     true_labels = table["label"].astype(str).to_numpy()
-    pred_idx = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
-    index = {c: i for i, c in enumerate(classes)}
+    predicted = np.asarray(decision.prediction, dtype=object).astype(str)
+    labels = list(classes) + ([UNKNOWN] if (predicted == UNKNOWN).any() else [])
+    index = {c: i for i, c in enumerate(labels)}
     y_true = np.array([index[c] for c in true_labels], dtype=np.int64)
-    y_pred = pred_idx.astype(np.int64)
-    predicted = np.array(model_classes, dtype=object)[y_pred] if len(y_pred) else []
+    y_pred = np.array([index[c] for c in predicted], dtype=np.int64)
     frame = pd.DataFrame(
         {
             "row": rows.astype(np.int64),
             "dataset": table["dataset"].astype(str).to_numpy(),
             "label": true_labels,
-            "prediction": np.asarray(predicted, dtype=str),
+            "prediction": predicted,
             "correct": y_true == y_pred,
         }
     )
-    for i, c in enumerate(model_classes):
-        frame[f"p_{c}"] = probs[:, i].astype(np.float32)
-    return frame, y_true, y_pred
+    for i, c in enumerate(classes[: decision.probs.shape[1]]):
+        frame[f"p_{c}"] = decision.probs[:, i].astype(np.float32)
+    frame = pd.concat([frame, decision.columns.reset_index(drop=True)], axis=1)
+    return frame, y_true, y_pred, labels
 
 
 def _score(
@@ -179,49 +181,37 @@ def _score(
     classes: list[str],
     model_classes: list[str],
     store: SliceStore,
+    labels: list[str],
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """The confusion matrix, and the scores and tables that open ``metrics.json``; writes
-    ``confusion_matrix.csv`` and ``per_dataset.csv``."""
-    cm = confusion_matrix(y_true, y_pred, len(classes))
-    per_class = per_class_table(y_true, y_pred, classes)
-    missing = [row["class"] for row in per_class if row["n_true"] == 0]
+    """The confusion matrix (over ``labels``: the classes, then ``UNKNOWN`` when predicted), and
+    the scores and tables that open ``metrics.json``; writes ``confusion_matrix.csv`` and
+    ``per_dataset.csv``."""
+    cm = confusion_matrix(y_true, y_pred, len(labels))
+    per_class = per_class_table(y_true, y_pred, labels)
+    missing = [row["class"] for row in per_class if row["n_true"] == 0 and row["class"] in classes]
     if missing:  # reported through metrics["missing_classes"] (and the report)
         log.warning("no %s images of %s: left out of balanced accuracy", split, ", ".join(missing))
     per_dataset = per_dataset_table(pred_frame, classes)
     counts = images_per_class_per_split(store.table[store.table["ok"].astype(bool)], classes)
-    cm_frame = pd.DataFrame(cm, index=pd.Index(classes, name="true"), columns=classes)
+    cm_frame = pd.DataFrame(cm, index=pd.Index(labels, name="true"), columns=labels)
     write_text_atomic(out_dir / "confusion_matrix.csv", cm_frame.to_csv())
     write_text_atomic(out_dir / "per_dataset.csv", per_dataset.to_csv(index=False))
     return cm, {
         "split": split,
         "num_images": int(len(y_true)),
+        "balanced_accuracy": balanced_accuracy(y_true, y_pred, len(labels)),
         "accuracy": accuracy(y_true, y_pred),
-        "balanced_accuracy": balanced_accuracy(y_true, y_pred, len(classes)),
         "classes": classes,
         "model_classes": model_classes,
         "missing_classes": missing,
         "labels_not_in_model": classes[len(model_classes) :],
+        "confusion_labels": labels,
         "confusion_matrix": cm.tolist(),
         "per_class": per_class,
         "per_dataset": per_dataset.to_dict(orient="records"),
         "class_counts": counts,
         "corpus_images": int(sum(sum(v.values()) for v in counts.values())),
     }
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/inf → None, numpy → Python, recursively (metrics.json must be valid JSON)."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _provenance(
@@ -247,19 +237,25 @@ def _provenance(
     }
 
 
-def _write_figures(
-    out_dir: Path,
-    cm: np.ndarray,
-    classes: list[str],
-    counts: dict[str, dict[str, int]],
-    history: pd.DataFrame,
-    title: str,
-    model_name: str,
-) -> None:
-    plot_confusion_matrix(cm, classes, out_dir / "confusion_matrix.png", title)
-    plot_class_counts(counts, out_dir / "class_counts.png")
-    plot_curves(history, out_dir / "curves.png", model_name)
-    plot_training_time(history, out_dir / "training_time.png", model_name)
+def _history(
+    history_csv: Path | str | None, checkpoint_path: Path, loaded: Any
+) -> tuple[Path | str | None, pd.DataFrame]:
+    """The run's ``history.csv`` (default: beside ``<run>/checkpoints/``) and its rows (else
+    the history saved in the checkpoint)."""
+    if history_csv is None and checkpoint_path.resolve().parent.name == "checkpoints":
+        history_csv = checkpoint_path.resolve().parent.parent / "history.csv"
+    return history_csv, read_history(history_csv, loaded.meta.get("history"))
+
+
+def _log_headline(model_name: str, split: str, metrics: dict[str, Any]) -> None:
+    """Balanced accuracy first, and the caveat when the split is too small for the paper."""
+    bal, acc = metrics["balanced_accuracy"], metrics["accuracy"]
+    shown = (f"{bal:.4f}", f"{acc:.4f}") if metrics["num_images"] else ("n/a", "n/a")
+    reason = metrics["paper_comparison"]["reason"]
+    log.info(
+        "%s on %s: %d images, balanced accuracy %s, accuracy %s%s",
+        model_name, split, metrics["num_images"], *shown, f" ({reason})" if reason else "",
+    )  # fmt: skip
 
 
 def evaluate(
@@ -317,24 +313,27 @@ def evaluate(
     notes = _input_notes(loaded, store, split, extra)
 
     probs, timing = _predict(loaded, store, rows, split, batch_size, workers, amp, progress)
-    pred_frame, y_true, y_pred = _prediction_frame(rows, table, probs, classes, model_classes)
+    decision = decide(loaded, table, probs, notes)
+    pred_frame, y_true, y_pred, labels = _prediction_frame(rows, table, decision, classes)
     with atomic_path(out_dir / PREDICTIONS_FILE) as tmp:
         pred_frame.to_parquet(tmp, index=False)
 
-    cm, scores = _score(out_dir, split, pred_frame, y_true, y_pred, classes, model_classes, store)
+    cm, scores = _score(
+        out_dir, split, pred_frame, y_true, y_pred, classes, model_classes, store, labels
+    )
+    evidence = evidence_metrics(loaded, decision, table, classes, probs, split)
     if not len(rows):
         _note(notes, f"the {split} split has no usable images: no metrics")
-    if history_csv is None and checkpoint_path.resolve().parent.name == "checkpoints":
-        history_csv = checkpoint_path.resolve().parent.parent / "history.csv"
-    history = read_history(history_csv, loaded.meta.get("history"))
+    history_csv, history = _history(history_csv, checkpoint_path, loaded)
     provenance = _provenance(loaded, checkpoint_path, store, store_path)
     model_name = provenance["model"]
     acc, bal = scores["accuracy"], scores["balanced_accuracy"]
-    title = f"{model_name} on {split}: acc {acc:.2%}"
-    _write_figures(out_dir, cm, classes, scores["class_counts"], history, title, model_name)
+    title = f"{model_name} on {split}: bal. acc {bal:.2%}, acc {acc:.2%}"
+    write_figures(out_dir, cm, labels, scores["class_counts"], history, title, model_name)
 
     metrics: dict[str, Any] = {
         **scores,
+        **evidence,
         **provenance,
         "training": {
             **training_summary(history),
@@ -348,11 +347,9 @@ def evaluate(
         "notes": notes,
         "files": dict(OUTPUT_FILES),
     }
-    metrics = _json_safe(metrics)
+    metrics = json_safe(metrics)
     write_text_atomic(out_dir / METRICS_FILE, json.dumps(metrics, indent=2, default=str))
-    shown = (f"{acc:.4f}", f"{bal:.4f}") if len(rows) else ("n/a", "n/a")
-    summary = "%s on %s: %d images, accuracy %s, balanced accuracy %s"
-    log.info(summary, model_name, split, len(rows), *shown)
+    _log_headline(model_name, split, metrics)
     if write_report_md:
         from hypermodal.evaluate.report import write_report
 

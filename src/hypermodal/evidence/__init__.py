@@ -5,7 +5,8 @@
 * :mod:`.forest` — the feature model (a random forest kept as arrays);
 * :mod:`.header` — the DICOM header's claim with a stated trust, and what counts as OTHER;
 * :mod:`.fusion` — weighted log-linear pooling, UNKNOWN, the conflict flag, calibration;
-* :mod:`.model` — the evidence a checkpoint carries beside its CNN, and prediction with it.
+* :mod:`.model` — the evidence a checkpoint carries beside its CNN, and prediction with it;
+* :mod:`.table` — header claims and statistics rows of a catalog-like table.
 """
 
 from hypermodal.evidence.features import (
@@ -31,6 +32,7 @@ from hypermodal.evidence.fusion import (
 )
 from hypermodal.evidence.header import DEFAULT_TRUST, header_label, header_probs
 from hypermodal.evidence.model import EvidenceModel, fit_forest
+from hypermodal.evidence.table import stats_array, table_claims
 
 __all__ = [
     "AGREEMENT",
@@ -55,4 +57,6 @@ __all__ = [
     "image_stats",
     "series_keys",
     "series_matrix",
+    "stats_array",
+    "table_claims",
 ]

@@ -37,14 +37,38 @@ def fit_forest(
     groups: np.ndarray | None = None,
     seed: int = 0,
     feature_names: tuple[str, ...] = FEATURE_NAMES,
+    max_rows_per_group: int | None = 5000,
 ) -> ForestModel:
     """Fit a forest on rows ``x`` (``feature_names``: the image features by default, or
     :data:`SERIES_FEATURE_NAMES`) with class names ``labels``; every class, and every dataset
     (``groups``) within a class, weighs the same."""
     index = {c: i for i, c in enumerate(classes)}
     y = np.asarray([index[str(v)] for v in labels], dtype=np.int64)
+    keep = _bounded_rows(y, groups, max_rows_per_group, seed)
+    x, y = np.asarray(x)[keep], y[keep]
+    groups = None if groups is None else np.asarray(groups, dtype=object)[keep]
     weights = balanced_weights(y, groups)
     return ForestModel.fit(x, y, tuple(classes), feature_names, sample_weight=weights, seed=seed)
+
+
+def _bounded_rows(
+    y: np.ndarray, groups: np.ndarray | None, cap: int | None, seed: int
+) -> np.ndarray:
+    """Row indices with at most ``cap`` rows per (class, group), drawn evenly with a seed: the
+    forest's cost stays bounded on an archive (the weights already give each group equal mass,
+    so the cap changes which rows speak for a group, not how much it counts)."""
+    n = len(y)
+    if cap is None or groups is None or n <= cap:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    keys = np.array([f"{a}\x00{b}" for a, b in zip(y, groups, strict=True)], dtype=object)
+    out = []
+    for key in np.unique(keys):
+        rows = np.flatnonzero(keys == key)
+        if len(rows) > cap:
+            rows = np.sort(rng.choice(rows, size=cap, replace=False))
+        out.append(rows)
+    return np.sort(np.concatenate(out))
 
 
 def _names(classes: tuple[str, ...], probs: np.ndarray | None, n: int) -> list[Any]:

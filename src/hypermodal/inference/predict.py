@@ -34,7 +34,7 @@ from hypermodal.evidence.features import (
     series_keys,
 )
 from hypermodal.evidence.fusion import UNKNOWN
-from hypermodal.evidence.header import header_label
+from hypermodal.evidence.table import table_claims
 from hypermodal.io import ImageReadError, iter_images, read_header
 from hypermodal.labels import ClassVocabulary
 from hypermodal.preprocess import PreprocessConfig, to_uint8
@@ -216,10 +216,7 @@ def _decide(loaded: Any, meta_rows: list[dict], stats: list[np.ndarray], p: np.n
     model = evidence_model(loaded)
     n = len(table)
     x = feature_matrix(np.concatenate(stats) if stats else np.zeros((0, len(STAT_NAMES))), table)
-    claims = [
-        header_label(m if isinstance(m, str) else None, s if isinstance(s, str) else None, vocab)
-        for m, s in zip(table["modality"], table["sop_class"], strict=True)
-    ]
+    claims = table_claims(table, vocab)
     # an image without finite values or with one value everywhere carries no image evidence:
     # it is decided on its header alone, or comes out UNKNOWN
     std = x[:, STAT_NAMES.index("std")] if n else np.zeros(0)

@@ -8,7 +8,14 @@ good split needs and how close one comes.
 from __future__ import annotations
 
 from hypermodal.common.errors import SplitError
-from hypermodal.split.assignment import apply_split, class_counts, make_split, split_or_reuse
+from hypermodal.split.assignment import (
+    apply_split,
+    check_synthetic,
+    class_counts,
+    make_split,
+    split_or_reuse,
+    synthetic_datasets,
+)
 from hypermodal.split.auto import auto_split
 from hypermodal.split.plan import (
     CAP_ORDERS,
@@ -31,10 +38,12 @@ __all__ = [
     "SplitPlan",
     "apply_split",
     "auto_split",
+    "check_synthetic",
     "class_counts",
     "location_quality",
     "make_split",
     "split_or_reuse",
     "split_name",
     "split_quality",
+    "synthetic_datasets",
 ]

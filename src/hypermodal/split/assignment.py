@@ -7,6 +7,12 @@ automatically (:func:`~hypermodal.split.auto.auto_split`).
 
 Caps (paper §2.2): at most 50,000 CT and 100,000 MR images per dataset by default, taken in
 catalog order. The split file is written once and reused.
+
+Synthetic datasets (catalog column ``synthetic``: simulated or augmented images) always go to
+``train``: the automatic split leaves them out of its search and places them there, and a split
+file, a reused split or a plan applied to a catalog that puts one in ``validate`` or ``test`` is
+refused (:class:`~hypermodal.common.errors.SplitError`): validation and test measure real
+images only.
 """
 
 from __future__ import annotations
@@ -36,6 +42,29 @@ def class_counts(catalog: pd.DataFrame, caps: Mapping[str, int]) -> pd.DataFrame
     return counts
 
 
+def synthetic_datasets(catalog: pd.DataFrame) -> list[str]:
+    """Datasets with any row marked ``synthetic`` (none when the column is absent), sorted."""
+    if "synthetic" not in catalog.columns:
+        return []
+    flags = catalog["synthetic"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    return sorted(set(catalog.loc[flags, "dataset"].astype(str)))
+
+
+def check_synthetic(assignments: Mapping[str, str], synthetic: list[str], source: str) -> None:
+    """Refuse an assignment that puts a synthetic dataset outside ``train``.
+
+    Raises:
+        SplitError: ``source`` (a file or split named in the message) places one elsewhere.
+    """
+    bad = [f"{d} → {assignments[d]}" for d in synthetic if assignments.get(d, "train") != "train"]
+    if bad:
+        shown = ", ".join(bad[:5]) + (" …" if len(bad) > 5 else "")
+        raise SplitError(
+            f"{source} puts {len(bad)} synthetic dataset(s) outside train ({shown}); simulated "
+            "images may only train, validation and test measure real images"
+        )
+
+
 def _assignments_from_file(split_file: Path | str, datasets: pd.Index) -> dict[str, str]:
     """The split file's assignment of ``datasets``; every one of them must be placed."""
     given = SplitPlan.load(split_file)
@@ -46,6 +75,30 @@ def _assignments_from_file(split_file: Path | str, datasets: pd.Index) -> dict[s
             f"catalog: {missing[:10]}{' …' if len(missing) > 10 else ''}"
         )
     return {d: given.assignments[d] for d in datasets}
+
+
+def _auto_assignments(
+    usable: pd.DataFrame,
+    counts: pd.DataFrame,
+    synthetic: list[str],
+    ratios: tuple[float, float, float],
+    seed: int,
+    templates_to_train: bool,
+) -> dict[str, str]:
+    """The automatic split of the real datasets, then every synthetic dataset in train."""
+    templates = (
+        usable.groupby("dataset")["template"].all()
+        if "template" in usable
+        else pd.Series(dtype=bool)
+    )
+    fixed = {d: "train" for d, t in templates.items() if t} if templates_to_train else {}
+    real = counts.drop(index=synthetic)
+    assignments: dict[str, str] = {}
+    if len(real.index):
+        fixed = {d: s for d, s in fixed.items() if d in real.index}
+        assignments, _ = auto_split(real, ratios=ratios, seed=seed, fixed=fixed)
+    assignments.update({d: "train" for d in synthetic})
+    return {d: assignments[d] for d in counts.index}
 
 
 def make_split(
@@ -61,25 +114,23 @@ def make_split(
     """A split for ``catalog``: from ``split_file`` when given, else found automatically.
 
     In an automatic split, datasets made only of templates or phantoms (atlases, averages: not
-    acquisitions of a patient) go to train, so that validation and test measure real scans.
+    acquisitions of a patient) go to train, so that validation and test measure real scans;
+    synthetic datasets are left out of the search and go to train.
 
     Raises:
-        SplitError: the split file does not place every dataset of the catalog, or is invalid.
+        SplitError: the split file does not place every dataset of the catalog, puts a synthetic
+            dataset outside train, or is invalid.
     """
     caps = dict(DEFAULT_CAPS if caps is None else caps)
     usable = catalog[~catalog["localizer"]] if exclude_localizers else catalog
     counts = class_counts(usable, caps)
+    synthetic = [d for d in synthetic_datasets(catalog) if d in counts.index]
     if split_file is not None:
         assignments = _assignments_from_file(split_file, counts.index)
+        check_synthetic(assignments, synthetic, f"split file {split_file}")
         method, plan_seed = "file", None
     else:
-        templates = (
-            usable.groupby("dataset")["template"].all()
-            if "template" in usable
-            else pd.Series(dtype=bool)
-        )
-        fixed = {d: "train" for d, t in templates.items() if t} if templates_to_train else {}
-        assignments, _ = auto_split(counts, ratios=ratios, seed=seed, fixed=fixed)
+        assignments = _auto_assignments(usable, counts, synthetic, ratios, seed, templates_to_train)
         method, plan_seed = "auto", seed
     plan = SplitPlan(
         assignments=assignments,
@@ -89,6 +140,7 @@ def make_split(
         caps=caps,
         exclude_localizers=exclude_localizers,
         cap_order=cap_order,
+        synthetic_datasets=len(synthetic),
     )
     plan.quality = split_quality(counts, plan.assignments, ratios)
     for miss in plan.quality["missing"]:
@@ -102,7 +154,11 @@ def apply_split(catalog: pd.DataFrame, plan: SplitPlan) -> pd.DataFrame:
     Drops localizers (when the plan says so), rows of datasets the plan does not place, and rows
     beyond each dataset's cap for their class: the first ``cap`` rows in catalog order, or
     ``cap`` evenly spaced rows with ``cap_order="spread"``.
+
+    Raises:
+        SplitError: the plan puts a synthetic dataset of ``catalog`` outside train.
     """
+    check_synthetic(plan.assignments, synthetic_datasets(catalog), "the split")
     df = catalog.copy()
     df["split"] = df["dataset"].map(plan.assignments)
     keep = df["split"].notna()
@@ -138,8 +194,9 @@ def split_or_reuse(
     ``kwargs`` go to :func:`make_split` when a new split is made.
 
     Raises:
-        SplitError: the saved split does not place every dataset of ``catalog`` (rerun with
-            ``force`` to make a new one), or as :func:`make_split`.
+        SplitError: the saved split does not place every dataset of ``catalog`` or puts one of
+            its synthetic datasets outside train (rerun with ``force`` to make a new one), or as
+            :func:`make_split`.
     """
     out = Path(out)
     if out.exists() and not force and split_file is None:
@@ -150,6 +207,7 @@ def split_or_reuse(
                 f"existing split {out} does not place datasets {missing[:10]}; the catalog has "
                 "changed — rerun with --force to make a new split (this changes the test set)"
             )
+        check_synthetic(plan.assignments, synthetic_datasets(catalog), f"existing split {out}")
         return plan, True
     plan = make_split(catalog, split_file=split_file, **kwargs)
     plan.save(out)

@@ -49,6 +49,9 @@ class SplitPlan:
     #: which images a cap keeps: "catalog" = the first ones in catalog order (the paper's rule);
     #: "spread" = evenly spaced ones, so a capped volume keeps slices from its whole extent
     cap_order: str = "catalog"
+    #: how many of the datasets are synthetic (simulated or augmented: always in train); a
+    #: record only, not part of :attr:`hash`
+    synthetic_datasets: int = 0
 
     def __post_init__(self) -> None:
         if self.cap_order not in CAP_ORDERS:
@@ -77,6 +80,7 @@ class SplitPlan:
             "caps": self.caps,
             "exclude_localizers": self.exclude_localizers,
             "cap_order": self.cap_order,
+            "synthetic_datasets": self.synthetic_datasets,
             "hash": self.hash,
             "quality": self.quality,
             "assignments": dict(sorted(self.assignments.items())),
@@ -110,6 +114,7 @@ class SplitPlan:
             exclude_localizers=bool(data.get("exclude_localizers", True)),
             quality=data.get("quality", {}),
             cap_order=str(data.get("cap_order", "catalog")),
+            synthetic_datasets=int(data.get("synthetic_datasets", 0)),
         )
         if data.get("hash") and data["hash"] != plan.hash:
             raise SplitError(f"{path}: content does not match its recorded hash (edited?)")

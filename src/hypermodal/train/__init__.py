@@ -5,10 +5,11 @@ The public API::
     from hypermodal.train import TrainConfig, train
 
 The run is :class:`Trainer` (:mod:`hypermodal.train.loop`); one epoch is :func:`train_one_epoch`
-and :func:`validate` (:mod:`hypermodal.train.steps`). The checkpoint reader lives in
-:mod:`hypermodal.inference` (``load_model``, ``read_checkpoint``) and the store batch feeder in
-:mod:`hypermodal.store.loader`: inference and evaluation never import training. Importing this
-package imports torch.
+and :func:`validate` (:mod:`hypermodal.train.steps`); with ``TrainConfig(evidence="all")`` the
+feature forests and the fusion are fitted after the last epoch (:mod:`hypermodal.train.evidence`).
+The checkpoint reader lives in :mod:`hypermodal.inference` (``load_model``,
+``read_checkpoint``) and the store batch feeder in :mod:`hypermodal.store.loader`: inference and
+evaluation never import training. Importing this package imports torch.
 """
 
 from hypermodal.common.errors import CheckpointError, ResumeError

@@ -19,12 +19,16 @@ Deliberate differences from the paper's public code (see DESIGN.md):
 
 A run folder holds::
 
-    config.json           resolved config, store path, split hash, class order, versions
+    config.json           resolved config, store path, split hash, class order, versions, the
+                          simulated share of the training images; with ``evidence="all"``
+                          also what the evidence was fitted on (``evidence``)
     history.csv           one row per finished epoch (rewritten atomically after each epoch)
     tensorboard/          the same scalars for TensorBoard
     checkpoints/last.pt   every epoch, with optimizer/scheduler/scaler/RNG state (for resume);
                           with ``checkpoint_every_steps`` also every N steps (mid-epoch resume)
     checkpoints/best.pt   lowest validation loss so far
+                          (best.pt and last.pt gain the key ``evidence`` at the end of an
+                          ``evidence="all"`` run; every checkpoint holds ``simulated_share``)
     checkpoints/epoch-NNN.pt   the newest ``keep_epochs`` epochs (-1: all, 0: none)
 """
 

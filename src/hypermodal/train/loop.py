@@ -3,8 +3,9 @@
 A run is ``setup`` (device, data, network, optimizer), an optional ``resume`` from ``last.pt``
 and ``start`` (``config.json``, DDP, TensorBoard), all in :mod:`hypermodal.train.session`; then
 per epoch ``run_epoch`` (one pass of SGD and one of validation: :mod:`hypermodal.train.steps`)
-and ``end_epoch`` (scheduler, history, checkpoints). The recipe and the run folder are described in
-:mod:`hypermodal.train.config`.
+and ``end_epoch`` (scheduler, history, checkpoints); with ``evidence="all"``, ``add_evidence``
+after the last epoch (:mod:`hypermodal.train.evidence`). The recipe and the run folder are
+described in :mod:`hypermodal.train.config`.
 
 Data parallelism: under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) :func:`train` joins
 the process group by itself (:mod:`hypermodal.train.distributed`: NCCL on GPUs, Gloo on CPUs)
@@ -37,6 +38,7 @@ from hypermodal.common.progress import progress_bar
 from hypermodal.train.checkpoint import cpu_state_dict, to_cpu
 from hypermodal.train.config import CHECKPOINT_DIR, LAST, TrainConfig
 from hypermodal.train.distributed import broadcast_buffers, init_distributed
+from hypermodal.train.evidence import attach_evidence, fit_run_evidence
 from hypermodal.train.prepare import open_training_data
 from hypermodal.train.session import Hook, TrainingSession
 from hypermodal.train.state import (
@@ -139,7 +141,31 @@ class Trainer(TrainingSession):
             self.files.close()
         if self.history:
             self.files.write_history(self.history)
+        if self.config.evidence == "all":
+            self.add_evidence()
         return self.summary()
+
+    def add_evidence(self) -> None:
+        """Fit the feature forest and the fusion (:mod:`hypermodal.train.evidence`) on the main
+        rank, write them into ``best.pt`` and ``last.pt`` and add them to ``config.json``; the
+        other ranks wait at a barrier."""
+        if self.ctx.is_main and self.files.best_path.is_file():
+            config = self.config
+            evidence = fit_run_evidence(
+                self.store,
+                self.files.best_path,
+                seed=config.seed,
+                device=self.device,
+                batch_size=config.eval_batch_size or 2 * config.batch_size,
+                share=self.simulated_share,
+                notes=self.notes,
+            )
+            attach_evidence([self.files.best_path, self.files.last_path], evidence)
+            self.evidence_info = evidence.info
+            self.files.write_config(
+                {**self.run_info, "evidence": evidence.info, "notes": self.notes}
+            )
+        self.ctx.barrier()
 
     def run_epoch(self, epoch: int) -> dict[str, Any]:
         """Train and validate epoch ``epoch`` (0-based); returns its history row."""

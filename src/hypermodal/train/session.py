@@ -26,6 +26,7 @@ from hypermodal.inference.model import resolve_device
 from hypermodal.store.loader import resolve_workers
 from hypermodal.train.config import TrainConfig, effective_lr
 from hypermodal.train.distributed import DistContext, rank_device
+from hypermodal.train.evidence import simulated_share
 from hypermodal.train.prepare import (
     build_network,
     make_feeders,
@@ -86,6 +87,8 @@ class TrainingSession:
         self.start_epoch = 0
         self.partial: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
+        self.simulated_share = 0.0
+        self.evidence_info: dict[str, Any] | None = None
 
     def setup(self) -> None:
         """Device and precision, data and feeders, then the network (seeded) and optimizer."""
@@ -192,6 +195,7 @@ class TrainingSession:
             "backend": ctx.backend or "none",
         }
         versions = package_versions()
+        self.simulated_share = simulated_share(store)
         described = {
             "store_path": str(self.store_path),
             "split_hash": store.split_hash,
@@ -212,22 +216,23 @@ class TrainingSession:
             "store_path": described["store_path"],
             "split_hash": described["split_hash"],
             "versions": versions,
+            "simulated_share": self.simulated_share,
         }
         self.files.create()
-        self.files.write_config(
-            {
-                "config": resolved,
-                "requested_config": config.to_dict(),
-                **described,
-                "num_train_images": int(len(self.train_rows)),
-                "num_val_images": int(len(self.val_rows)),
-                "train_images_per_epoch": self.train_feed.num_images(),
-                "resumed_from_epoch": self.start_epoch if self.resumed else None,
-                "resumed_from_step": self.resumed_step,
-                "notes": self.notes,
-                "versions": versions,
-            }
-        )
+        self.run_info: dict[str, Any] = {
+            "config": resolved,
+            "requested_config": config.to_dict(),
+            **described,
+            "num_train_images": int(len(self.train_rows)),
+            "num_val_images": int(len(self.val_rows)),
+            "train_images_per_epoch": self.train_feed.num_images(),
+            "resumed_from_epoch": self.start_epoch if self.resumed else None,
+            "resumed_from_step": self.resumed_step,
+            "simulated_share": self.simulated_share,
+            "notes": self.notes,
+            "versions": versions,
+        }
+        self.files.write_config(self.run_info)
         # ``model`` is the plain network (its state dict is what checkpoints hold and what
         # validation uses); ``step_model`` adds DDP and torch.compile around it.
         self.step_model: nn.Module = self.model
@@ -280,5 +285,7 @@ class TrainingSession:
             "world_size": self.world,
             "rank": self.ctx.rank,
             "global_batch_size": self.config.batch_size * self.world,
+            "simulated_share": self.simulated_share,
+            "evidence": self.evidence_info,
             "notes": self.notes,
         }
