@@ -20,10 +20,12 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from hypermodal.common.files import atomic_path, write_text_atomic
 from hypermodal.crossval.folds import check_folds, make_folds
@@ -31,6 +33,7 @@ from hypermodal.crossval.scoring import per_dataset, score_all
 from hypermodal.evidence import (
     FEATURE_NAMES,
     SERIES_FEATURE_NAMES,
+    UNKNOWN,
     EvidenceModel,
     Fusion,
     calibration_error,
@@ -39,9 +42,11 @@ from hypermodal.evidence import (
     header_probs,
     series_keys,
     series_matrix,
+    stats_array,
     table_claims,
 )
 from hypermodal.labels import ClassVocabulary
+from hypermodal.store import STATS_COLUMN
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +176,84 @@ def _label_names(probs: np.ndarray | None, n: int) -> np.ndarray:
     return np.asarray(CLASSES, dtype=object)[probs.argmax(axis=1)]
 
 
+@dataclass
+class _Corpus:
+    """The stored images of a crossval run, with their labels and evidence inputs."""
+
+    store: Any
+    table: pd.DataFrame  # the stored (ok) rows
+    rows: np.ndarray  # their store rows
+    labels: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray
+    x: np.ndarray  # image features
+    xs: np.ndarray  # series features
+    real: np.ndarray
+
+    @classmethod
+    def open(cls, store_dir: Path) -> _Corpus:
+        from hypermodal.store import SliceStore
+
+        store = SliceStore.open(store_dir)
+        table = store.table.reset_index(drop=True)
+        ok = table["ok"].to_numpy(bool)
+        table = table[ok].reset_index(drop=True)
+        labels = table["label"].astype(str).to_numpy()
+        x = feature_matrix(stats_array(table[STATS_COLUMN]), table)
+        return cls(
+            store=store,
+            table=table,
+            rows=np.flatnonzero(ok),
+            labels=labels,
+            y=np.array([CLASSES.index(c) for c in labels]),
+            groups=table["dataset"].astype(str).to_numpy(),
+            x=x,
+            xs=series_matrix(x, series_keys(table)),
+            real=~table["synthetic"].fillna(False).to_numpy(bool),
+        )
+
+
+def _out_of_fold(
+    c: _Corpus, folds: str | int, pixel_folds: str | int | None, config: Any, seed: int, out: Path
+) -> dict[str, np.ndarray | None]:
+    """Every evidence source's out-of-fold probabilities for every stored row."""
+    feature_folds = make_folds(c.table, folds, seed)
+    check_folds(c.table, feature_folds)
+    evidence: dict[str, np.ndarray | None] = {
+        "features": _oof_forest(c.x, c.labels, c.groups, feature_folds, seed),
+        "series": _oof_forest(c.xs, c.labels, c.groups, feature_folds, seed, SERIES_FEATURE_NAMES),
+        "pixels": None,
+        "header": header_probs(table_claims(c.table, vocabulary()), CLASSES),
+    }
+    if pixel_folds is not None:
+        pfolds = make_folds(c.table, pixel_folds, seed)
+        check_folds(c.table, pfolds)
+        evidence["pixels"] = _oof_pixels(
+            c.store, c.rows, c.y, c.groups, pfolds, config, out / "pixels"
+        )
+    return evidence
+
+
+def _prediction_frame(
+    c: _Corpus, ev: dict[str, np.ndarray | None], unknown_below: float
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """One row per real image: each mode's prediction; and the fused probabilities."""
+    fused, image = _nested_fusion(ev, c.y[c.real], c.groups[c.real])
+    frame = c.table.loc[c.real, ["dataset", "label", "path", "index", "modality"]]
+    frame = frame.reset_index(drop=True)
+    n = len(frame)
+    conf = fused.max(axis=1)
+    frame["pred_fused"] = np.where(conf >= unknown_below, _label_names(fused, n), UNKNOWN)
+    frame["confidence"] = conf
+    frame["pred_image"] = _label_names(image, n)
+    for mode in ("features", "series", "pixels"):
+        if ev[mode] is not None:
+            frame[f"pred_{mode}"] = _label_names(ev[mode], n)
+    claims = table_claims(c.table.loc[c.real], vocabulary())
+    frame["pred_header"] = [claim if claim is not None else "none" for claim in claims]
+    return frame, fused
+
+
 def run_crossval(
     out: Path | str,
     samples_dir: Path | str | None = None,
@@ -191,77 +274,32 @@ def run_crossval(
 
     ``pixel_folds=None`` leaves the CNN out (features, header and their fusion only).
     """
+    from hypermodal.common.versions import package_versions
     from hypermodal.crossval.pixels import PixelConfig
-    from hypermodal.crossval.report import write_report
-    from hypermodal.store import SliceStore
+    from hypermodal.crossval.report import render, write_report
 
     start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    vocab = vocabulary()
-    store_dir = prepare_corpus(
-        out, Path(samples_dir) if samples_dir else None, simulate, size, seed, workers, progress
-    )
-    store = SliceStore.open(store_dir)
-    table = store.table.reset_index(drop=True)
-    ok = table["ok"].to_numpy(bool)
-    table = table[ok].reset_index(drop=True)
-    rows_ok = np.flatnonzero(ok)
-    labels = table["label"].astype(str).to_numpy()
-    y = np.array([CLASSES.index(c) for c in labels])
-    groups = table["dataset"].astype(str).to_numpy()
-    x = feature_matrix(np.stack(table["stats"].to_numpy()), table)
-    feature_folds = make_folds(table, folds, seed)
-    check_folds(table, feature_folds)
-    features = _oof_forest(x, labels, groups, feature_folds, seed)
-    xs = series_matrix(x, series_keys(table))
-    series = _oof_forest(xs, labels, groups, feature_folds, seed, SERIES_FEATURE_NAMES)
-    pixel_config = PixelConfig(train_size=size, steps=pixel_steps, seed=seed)
-    pixels = None
-    if pixel_folds is not None:
-        pfolds = make_folds(table, pixel_folds, seed)
-        check_folds(table, pfolds)
-        pixels = _oof_pixels(store, rows_ok, y, groups, pfolds, pixel_config, out / "pixels")
-    claims = table_claims(table, vocab)
-    header = header_probs(claims, CLASSES)
-
-    real = ~table["synthetic"].fillna(False).to_numpy(bool)
-    ev_real = {
-        "pixels": None if pixels is None else pixels[real],
-        "features": features[real],
-        "series": series[real],
-        "header": header[real],
-    }
-    fused, image = _nested_fusion(ev_real, y[real], groups[real])
-    frame = table.loc[real, ["dataset", "label", "path", "index", "modality"]].reset_index(
-        drop=True
-    )
-    conf = fused.max(axis=1)
-    frame["pred_fused"] = np.where(
-        conf >= unknown_below, _label_names(fused, len(frame)), "UNKNOWN"
-    )
-    frame["confidence"] = conf
-    frame["pred_image"] = _label_names(image, len(frame))
-    frame["pred_features"] = _label_names(ev_real["features"], len(frame))
-    frame["pred_series"] = _label_names(ev_real["series"], len(frame))
-    if pixels is not None:
-        frame["pred_pixels"] = _label_names(ev_real["pixels"], len(frame))
-    frame["pred_header"] = [
-        c if c is not None else "none" for c, r in zip(claims, real, strict=True) if r
-    ]
+    samples = Path(samples_dir) if samples_dir else None
+    store_dir = prepare_corpus(out, samples, simulate, size, seed, workers, progress)
+    c = _Corpus.open(store_dir)
+    config = PixelConfig(train_size=size, steps=pixel_steps, seed=seed)
+    oof = _out_of_fold(c, folds, pixel_folds, config, seed, out)
+    ev = {k: (None if v is None else v[c.real]) for k, v in oof.items()}
+    frame, fused = _prediction_frame(c, ev, unknown_below)
     metrics = score_all(frame, CLASSES)
-    metrics["calibration_error_fused"] = calibration_error(fused, y[real])
-    synthetic_share = float((~real).mean())
+    metrics["calibration_error_fused"] = calibration_error(fused, c.y[c.real])
     metrics.update(
         {
             "folds": {"features": folds, "pixels": pixel_folds, "fusion": "dataset (nested)"},
             "classes": list(CLASSES),
-            "real_images": int(real.sum()),
-            "real_datasets": int(len(np.unique(groups[real]))),
-            "simulated_images": int((~real).sum()),
-            "simulated_share_of_training": round(synthetic_share, 4),
-            "simulated_per_class": table.loc[~real, "label"].value_counts().to_dict(),
-            "pixel_config": pixel_config.to_dict() if pixels is not None else None,
+            "real_images": int(c.real.sum()),
+            "real_datasets": int(len(np.unique(c.groups[c.real]))),
+            "simulated_images": int((~c.real).sum()),
+            "simulated_share_of_training": round(float((~c.real).mean()), 4),
+            "simulated_per_class": c.table.loc[~c.real, "label"].value_counts().to_dict(),
+            "pixel_config": config.to_dict() if oof["pixels"] is not None else None,
             "unknown_below": unknown_below,
             "seed": seed,
             "store": str(store_dir),
@@ -269,23 +307,8 @@ def run_crossval(
     )
     table_ds = per_dataset(frame)
     if save_model is not None:
-        from hypermodal.crossval.bundle import save_default_model
-
-        ev_all = {
-            "pixels": ev_real["pixels"],
-            "features": ev_real["features"],
-            "header": ev_real["header"],
-        }
-        fusion = Fusion.fit(CLASSES, ev_all, y[real], groups[real], unknown_below=unknown_below)
-        forest = fit_forest(x, labels, CLASSES, groups, seed)
-        evidence = EvidenceModel(CLASSES, forest, fusion, info={"crossval": _headline(metrics)})
-        metrics["model"] = save_default_model(
-            Path(save_model), store, rows_ok, y, groups, evidence, pixel_config, vocab, metrics,
-            cache=out / "pixels" / f"final-{pixel_key(pixel_config, 'all', store, len(y))}.pt",
-        )  # fmt: skip
+        metrics["model"] = _save_model(c, ev, config, metrics, Path(save_model), out, seed)
     metrics["seconds"] = round(time.perf_counter() - start, 1)
-    from hypermodal.common.versions import package_versions
-
     metrics["versions"] = package_versions()
     table_ds.to_csv(out / "per_dataset.csv", index=False)
     frame.to_parquet(out / "predictions.parquet", index=False)
@@ -293,11 +316,40 @@ def run_crossval(
     write_report(out / "report.md", metrics, table_ds)
     if save_model is not None:
         from hypermodal.crossval.bundle import write_model_card
-        from hypermodal.crossval.report import render
 
         card = Path(save_model).with_name("MODEL_CARD.md")
         write_model_card(card, metrics, render(metrics, table_ds), table_ds)
     return metrics
+
+
+def _save_model(
+    c: _Corpus,
+    ev: dict[str, np.ndarray | None],
+    config: Any,
+    metrics: dict[str, Any],
+    path: Path,
+    out: Path,
+    seed: int,
+) -> dict[str, Any]:
+    """The final model: forests on every image, fusion on all the real out-of-fold evidence,
+    the CNN on every image (reused from ``out/pixels`` when it is there)."""
+    from hypermodal.crossval.bundle import save_default_model
+
+    unknown_below = float(metrics["unknown_below"])
+    fusion = Fusion.fit(CLASSES, ev, c.y[c.real], c.groups[c.real], unknown_below=unknown_below)
+    evidence = EvidenceModel(
+        CLASSES,
+        fit_forest(c.x, c.labels, CLASSES, c.groups, seed),
+        fusion,
+        info={"crossval": _headline(metrics)},
+        series_forest=fit_forest(
+            c.xs, c.labels, CLASSES, c.groups, seed, feature_names=SERIES_FEATURE_NAMES
+        ),
+    )
+    cache = out / "pixels" / f"final-{pixel_key(config, 'all', c.store, len(c.y))}.pt"
+    return save_default_model(
+        path, c.store, c.rows, c.y, c.groups, evidence, config, vocabulary(), metrics, cache=cache
+    )
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
