@@ -42,7 +42,10 @@ def save_default_model(
     if cache is not None and cache.exists():
         state = torch.load(cache, map_location="cpu", weights_only=True)
     else:
-        model = fit_pixels(store.images[rows], y, groups, vocab.num_classes, config)
+        keep = config.trains_on(groups)
+        model = fit_pixels(
+            store.images[rows[keep]], y[keep], groups[keep], vocab.num_classes, config
+        )
         state = {
             k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()
         }

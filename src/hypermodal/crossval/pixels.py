@@ -38,9 +38,21 @@ class PixelConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     seed: int = 0
+    #: Simulated datasets (by name prefix) the CNN does not train on: CT exports are pseudo-CT
+    #: made from MR anatomy, which after min-max scaling looks like the MR it came from — they
+    #: teach the intensity-scale features, and would teach the CNN that MR-shaped heads are CT.
+    skip_prefixes: tuple[str, ...] = ("sim-ct.",)
+
+    def trains_on(self, datasets: np.ndarray) -> np.ndarray:
+        """Rows (by dataset name) this CNN may train on."""
+        names = np.asarray(datasets, dtype=object).astype(str)
+        skip = np.zeros(len(names), dtype=bool)
+        for prefix in self.skip_prefixes:
+            skip |= np.char.startswith(names.astype(str), prefix)
+        return ~skip
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "skip_prefixes": list(self.skip_prefixes)}
 
 
 def fit_pixels(

@@ -137,7 +137,7 @@ def _oof_pixels(store, rows, y, groups, folds, config, cache: Path) -> np.ndarra
                 probs[test_rows] = saved["probs"]
                 continue
         start = time.perf_counter()
-        train_rows = np.flatnonzero(fold.train)
+        train_rows = np.flatnonzero(fold.train & config.trains_on(groups))
         model = fit_pixels(
             images[rows[train_rows]], y[train_rows], groups[train_rows], len(CLASSES), config
         )
