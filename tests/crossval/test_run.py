@@ -48,7 +48,8 @@ def test_report_leads_with_balanced_accuracy_and_states_the_limits(run):
     _, out, metrics, _ = run
     report = (out / "report.md").read_text()
     header_row = next(line for line in report.splitlines() if line.startswith("| evidence |"))
-    assert header_row.split("|")[2].strip() == "balanced accuracy"
+    assert header_row.split("|")[2].strip() == "balanced accuracy (images)"
+    assert header_row.split("|")[3].strip() == "balanced accuracy (datasets)"
     assert "no real images of PT" in report
     assert "not comparable" in report
     assert (out / "per_dataset.csv").exists()

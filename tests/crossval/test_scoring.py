@@ -119,8 +119,12 @@ def test_report_puts_balanced_accuracy_first(tmp_path):
     lines = text.splitlines()
     head = next(i for i, line in enumerate(lines) if line.startswith("| evidence |"))
     columns = [c.strip() for c in lines[head].strip("|").split("|")]
-    assert columns[:2] == ["evidence", "balanced accuracy"]
-    assert columns.index("balanced accuracy") < columns.index("image accuracy")
+    assert columns[:3] == [
+        "evidence",
+        "balanced accuracy (images)",
+        "balanced accuracy (datasets)",
+    ]
+    assert columns.index("balanced accuracy (datasets)") < columns.index("image accuracy")
     fused = lines[head + 2]  # the first row, after the separator
     assert fused.startswith(f"| {MODE_TITLES['fused']} |")
     balanced = 100 * metrics["modes"]["fused"]["balanced_accuracy"]

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from hypermodal.cli._common import ProgressOption, echo_json, fail
+from hypermodal.cli._common import (
+    NonNegative,
+    Positive,
+    ProgressOption,
+    echo_json,
+    fail,
+    output_file,
+    output_folders,
+)
 
 
 def _folds(value: str) -> str | int:
@@ -46,21 +54,30 @@ def crossval(
     ] = True,
     size: Annotated[int, typer.Option(metavar="PIXELS", help="Store and CNN image size.")] = 96,
     pixel_steps: Annotated[int, typer.Option(metavar="N", help="CNN batches per fold.")] = 300,
-    seed: Annotated[int, typer.Option(metavar="N", help="Seed of folds, models, simulation.")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(metavar="N", help="Seed of folds, models, simulation.", callback=NonNegative),
+    ] = 0,
     save_model: Annotated[
         Path | None,
         typer.Option(metavar="FILE", help="Also train the final model on everything, here."),
     ] = None,
-    workers: Annotated[int | None, typer.Option(metavar="N", help="Decoding processes.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(metavar="N", help="Decoding processes.", callback=Positive)
+    ] = None,
     progress: ProgressOption = True,
 ) -> None:
     """Leave-one-dataset-out evaluation of every evidence mode (pixels, features, header, fused)."""
     from hypermodal.crossval import run_crossval
+    from hypermodal.crossval.run import HEADLINE_KEYS
 
     if samples_dir is not None and not samples_dir.is_dir():
         raise fail(f"corpus folder {samples_dir} does not exist")
     if size < 32 or pixel_steps < 1:
         raise fail("--size must be at least 32 and --pixel-steps at least 1")
+    output_folders(out)
+    if save_model is not None:
+        output_file(save_model, ".pt", what="the model")
     metrics = run_crossval(
         out,
         samples_dir,
@@ -77,10 +94,7 @@ def crossval(
     typer.echo(f"report: {out / 'report.md'}", err=True)
     echo_json(
         {
-            "modes": {
-                m: {k: s[k] for k in ("balanced_accuracy", "dataset_mean_accuracy", "accuracy")}
-                for m, s in metrics["modes"].items()
-            },
+            "modes": {m: {k: s.get(k) for k in HEADLINE_KEYS} for m, s in metrics["modes"].items()},
             "notes": metrics["notes"],
             "simulated_share_of_training": metrics["simulated_share_of_training"],
             "model": metrics.get("model"),

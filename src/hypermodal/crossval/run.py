@@ -51,6 +51,13 @@ from hypermodal.store import STATS_COLUMN
 log = logging.getLogger(__name__)
 
 CLASSES = ("CT", "MR", "PT", "XR", "OTHER")
+#: The figures of each mode that headlines quote, balanced accuracy first.
+HEADLINE_KEYS = (
+    "balanced_accuracy",
+    "balanced_accuracy_datasets",
+    "dataset_mean_accuracy",
+    "accuracy",
+)
 
 
 def vocabulary() -> ClassVocabulary:
@@ -353,7 +360,4 @@ def _save_model(
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {
-        mode: {k: s[k] for k in ("balanced_accuracy", "dataset_mean_accuracy", "accuracy")}
-        for mode, s in metrics["modes"].items()
-    }
+    return {mode: {k: s.get(k) for k in HEADLINE_KEYS} for mode, s in metrics["modes"].items()}
