@@ -207,7 +207,8 @@ def test_truncated_nifti(tmp_path: Path) -> None:
     full = save_nifti(tmp_path / "full.nii", data).read_bytes()
     cut = tmp_path / "cut.nii"
     cut.write_bytes(full[: len(full) - 300])
-    assert READER.header(cut).num_images == 8  # header alone reads no voxel
+    with pytest.raises(CorruptFileError, match="needs 1024 bytes from byte 352, the file has 724"):
+        READER.header(cut)  # the header's dims against the file size: no voxel read
     with pytest.raises(CorruptFileError):
         images(cut)
     gz = tmp_path / "cut.nii.gz"

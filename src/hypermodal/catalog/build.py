@@ -3,7 +3,8 @@
 Columns: see :mod:`hypermodal.catalog.schema` (identity, label, header geometry, provenance).
 ``label`` is the class
 from the vocabulary (``None`` rows are not written: images of excluded modalities are counted in
-the summary instead). ``split`` stays empty until :mod:`hypermodal.split` assigns it.
+the summary and listed by path in ``<out>.excluded.jsonl`` instead, with hidden names and
+second ways into one folder). ``split`` stays empty until :mod:`hypermodal.split` assigns it.
 
 Datasets: a folder given to :func:`build_catalog` holds one sub-folder per dataset (as the
 paper's download did). A sub-folder may carry a ``dataset.json`` (written by
@@ -11,8 +12,9 @@ paper's download did). A sub-folder may carry a ``dataset.json`` (written by
 files that have no DICOM Modality (NIfTI, PNG), ``body_part``, ``template``/``phantom`` flags and,
 for simulated images, ``synthetic`` and ``simulated_from``.
 
-The build walks files in sorted order, reads headers in parallel in chunks (on a local process
-pool or a Ray cluster, see :mod:`hypermodal.common.engines`), and the driver writes each chunk's
+The build walks files in sorted order, reads headers in parallel in chunks
+(:mod:`hypermodal.catalog.headers`, in crash-isolated local worker processes or on a Ray
+cluster, see :mod:`hypermodal.common.engines`), and the driver writes each chunk's
 rows to a part file, so an interrupted build resumes where it stopped. Workers only read headers
 and return rows, so the catalog is the same whichever engine ran them.
 """
@@ -26,17 +28,15 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from hypermodal.catalog.headers import merge_files, one_file_chunks, read_chunk
 from hypermodal.catalog.schema import (
-    CATALOG_COLUMNS,
     COLUMN_DEFAULTS,
     DATASET_FILE,
     REQUIRED_COLUMNS,
@@ -47,59 +47,79 @@ from hypermodal.catalog.schema import (
     FileTask,
 )
 from hypermodal.common.engines import Engine, engine_scope
-from hypermodal.common.files import atomic_path, write_text_atomic
+from hypermodal.common.files import atomic_path, remove_stale_temps, write_text_atomic
+from hypermodal.common.isolation import DecodeLimits, map_chunks
+from hypermodal.common.paths import local_path, path_text
 from hypermodal.common.progress import progress_bar
-from hypermodal.common.rejects import error_record, write_errors
-from hypermodal.evidence.features import header_geometry
-from hypermodal.io import ImageReadError, read_header
+from hypermodal.common.rejects import write_errors
+from hypermodal.io.inputs import Entry, FolderKey, claim_folder, walk_files
 from hypermodal.labels import ClassVocabulary
 
 log = logging.getLogger(__name__)
 
 
 def discover(roots: Iterable[Path | str]) -> list[FileTask]:
-    """All candidate files under ``roots``, sorted, each with its dataset.
+    """Every input under ``roots``, sorted, each with its dataset.
 
-    A root that itself holds a ``dataset.json``, or holds files directly, is one dataset; otherwise
-    each sub-folder of the root is a dataset.
+    A root that itself holds a ``dataset.json``, or holds no folder, is one dataset; otherwise
+    each sub-folder of the root is a dataset (and files beside them one more, named after the
+    root). A root may also be a single file.
+
+    Every entry is a task, so every input is in the accounting
+    (:func:`hypermodal.io.inputs.walk_files`): links to folders are followed once; FIFOs,
+    sockets, devices and broken links are listed and the reader refuses them with a reason,
+    without opening them; a hidden name (``.DS_Store``, anything under ``.git/``) and a second
+    way into one folder (a link loop) are counted as excluded, with their paths; a folder that
+    cannot be listed is skipped, with the reason. Paths are written as
+    :func:`~hypermodal.common.paths.path_text` (names that are not UTF-8 included).
+
+    Raises:
+        FileNotFoundError: A root does not exist.
     """
     tasks: list[FileTask] = []
+    seen: dict[FolderKey, Path] = {}
     for root in roots:
-        root = Path(root)
-        if not root.exists():
-            raise FileNotFoundError(f"input {root} does not exist")
-        if root.is_file():
+        root = local_path(root)  # a path as the file system has it, or as an output wrote it
+        if not os.path.lexists(root):
+            raise FileNotFoundError(f"input {path_text(root)} does not exist")
+        if not root.is_dir():  # one file (or FIFO, device, broken link) named directly
             info = DatasetInfo.from_folder(root.parent, root.parent.name or "dataset")
-            tasks.append(_task(root, root.parent, info))
+            tasks.append(_task(Entry(root), root.parent, info))
             continue
         children = sorted(root.iterdir())
-        if (root / DATASET_FILE).exists() or not any(c.is_dir() for c in children):
-            groups = [(root, DatasetInfo.from_folder(root, root.name))]
+        folders = [c for c in children if c.is_dir()]
+        if (root / DATASET_FILE).is_file() or not folders:
+            groups = [(root, DatasetInfo.from_folder(root, root.name), False)]
         else:
-            groups = [(c, DatasetInfo.from_folder(c, c.name)) for c in children if c.is_dir()]
-            loose = [c for c in children if c.is_file() and c.name not in SKIP_NAMES]
-            if loose:
-                info = DatasetInfo(name=root.name)
-                tasks.extend(_task(p, root, info) for p in loose)
-        for folder, info in groups:
-            for p in sorted(_walk(folder)):
-                tasks.append(_task(p, folder, info))
+            groups = [(c, DatasetInfo.from_folder(c, c.name), c.name[0] == ".") for c in folders]
+            loose = [c for c in children if not c.is_dir() and c.name not in SKIP_NAMES]
+            info = DatasetInfo(name=path_text(root.name))
+            tasks.extend(_task(Entry(p, p.name[0] == "."), root, info) for p in loose)
+        # real dataset folders claim their place before links inside other datasets do
+        for folder, _, _ in sorted(groups, key=lambda g: g[0].is_symlink()):
+            claim_folder(seen, folder)
+        for folder, info, hidden in groups:
+            entries = walk_files(folder, SKIP_NAMES, seen, hidden)
+            tasks.extend(sorted((_task(e, folder, info) for e in entries), key=_by_path))
     return tasks
 
 
-def _walk(folder: Path) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        for name in filenames:
-            if name in SKIP_NAMES or name.startswith("."):
-                continue
-            yield Path(dirpath) / name
+def _by_path(task: FileTask) -> Path:
+    return Path(task.path)
 
 
-def _task(path: Path, folder: Path, info: DatasetInfo) -> FileTask:
+def _task(entry: Entry, folder: Path, info: DatasetInfo) -> FileTask:
+    path = entry.path
     rel = path.relative_to(folder).as_posix() if path.is_relative_to(folder) else path.name
+    excluded = None
+    if entry.repeated:
+        excluded = f"excluded: {entry.repeated}"
+    elif entry.hidden:
+        hidden_file = path.name.startswith(".")
+        excluded = "excluded: hidden file" if hidden_file else "excluded: in a hidden folder"
+    rel = path_text(rel)
     return FileTask(
-        path=str(path),
+        path=path_text(path),
         dataset=info.name,
         rel=rel,
         label=info.label,
@@ -108,64 +128,9 @@ def _task(path: Path, folder: Path, info: DatasetInfo) -> FileTask:
         modality_hint=info.file_modality.get(rel),
         synthetic=info.synthetic,
         simulated_from=info.simulated_from,
+        excluded=excluded,
+        skipped=entry.unlisted,
     )
-
-
-def _read_chunk(
-    args: tuple[list[FileTask], dict[str, Any]],
-) -> tuple[pa.Table, list[dict], dict]:
-    """Worker: headers of a chunk of files -> (rows as an Arrow table, errors, outcome counts).
-
-    Rows are gathered column by column (a multi-frame file adds the same values ``num_images``
-    times), never as one dict per image: a chunk of 512 files × 50 frames stays a few MB.
-    """
-    tasks, vocab_dict = args
-    vocab = ClassVocabulary.from_dict(vocab_dict)
-    columns: dict[str, list[Any]] = {name: [] for name in CATALOG_COLUMNS}
-    errors: list[dict] = []
-    outcome: Counter[str] = Counter()
-    excluded: Counter[str] = Counter()
-    for t in tasks:
-        try:
-            h = read_header(Path(t.path))
-        except ImageReadError as exc:
-            errors.append(error_record(t.path, "catalog", exc.reason, dataset=t.dataset))
-            outcome["skipped"] += 1
-            continue
-        modality = h.modality or t.modality_hint
-        label = vocab.label_for_modality(modality) if modality else vocab.normalise_label(t.label)
-        if label is None:
-            outcome["excluded"] += 1
-            excluded[str(modality or t.label or "unknown").upper()] += 1
-            continue
-        outcome["cataloged"] += 1
-        series = h.series or t.path
-        n = h.num_images
-        same = {
-            "dataset": t.dataset,
-            "patient": h.patient or t.dataset,
-            "study": h.study or series,
-            "series": series,
-            "path": t.path,
-            "label": label,
-            "modality": h.modality,
-            "body_part": (h.body_part or t.body_part or None),
-            "rows": h.rows,
-            "columns": h.columns,
-            "localizer": bool(h.localizer),
-            "template": t.template,
-            "format": h.format,
-            "split": None,
-            **header_geometry(h.format, n, h.extra),
-            "sop_class": h.extra.get("sop_class"),
-            "synthetic": t.synthetic,
-            "simulated_from": t.simulated_from,
-        }
-        for name, value in same.items():
-            columns[name].extend([value] * n)
-        columns["index"].extend(range(n))
-    table = pa.Table.from_pydict(columns, schema=SCHEMA)
-    return table, errors, {"outcome": dict(outcome), "excluded": dict(excluded)}
 
 
 def _part(parts: Path, i: int, suffix: str) -> Path:
@@ -180,16 +145,23 @@ def _read_parts(
     engine: str | Engine,
     workers: int | None,
     ray_address: str | None,
+    limits: DecodeLimits | None = None,
 ) -> None:
-    """Read the chunks that have no finished part file yet, and write their parts."""
+    """Read the chunks that have no finished part file yet, and write their parts.
+
+    A chunk whose worker died is read again one file at a time (:func:`map_chunks`): only the
+    file that killed it is lost, with the reason, as a skipped file.
+    """
     todo = [i for i in range(len(chunks)) if not _part(parts, i, "json").exists()]
     bar = progress_bar(sum(map(len, chunks)), progress, desc="catalog", unit="file")
     bar.update(sum(len(chunks[i]) for i in range(len(chunks)) if i not in set(todo)))
     if todo:
         vocab_dict = vocabulary.to_dict()
-        with engine_scope(engine, workers=workers, address=ray_address) as runner:
+        scope = engine_scope(engine, workers=workers, address=ray_address, limits=limits)
+        with scope as runner:
             work = [(chunks[i], vocab_dict) for i in todo]
-            for k, (table, errors, counts) in runner.map_unordered(_read_chunk, work):
+            results = map_chunks(runner, read_chunk, work, one_file_chunks, merge_files)
+            for k, (table, errors, counts) in results:
                 i = todo[k]
                 with atomic_path(_part(parts, i, "parquet")) as tmp:
                     pq.write_table(table, tmp)
@@ -202,9 +174,15 @@ def _read_parts(
 
 
 def _merge_parts(
-    out: Path, parts: Path, n_parts: int, summary: CatalogSummary, classes: Iterable[str]
+    out: Path,
+    parts: Path,
+    n_parts: int,
+    summary: CatalogSummary,
+    classes: Iterable[str],
+    excluded_files: list[dict] | None = None,
 ) -> list[dict]:
-    """Copy the parts into the catalog at ``out`` and fill in ``summary``; returns the errors.
+    """Copy the parts into the catalog at ``out`` and fill in ``summary``; returns the errors
+    (and adds the excluded inputs, by path, to ``excluded_files``).
 
     The parts are copied one at a time and counted with Arrow: memory stays at about one part,
     however many images the catalog holds.
@@ -220,6 +198,8 @@ def _merge_parts(
             for i in range(n_parts):
                 meta = json.loads(_part(parts, i, "json").read_text())
                 all_errors.extend(meta["errors"])
+                if excluded_files is not None:
+                    excluded_files.extend(meta.get("excluded_files", []))
                 outcome.update(meta["outcome"])
                 excluded.update(meta["excluded"])
                 part = pq.read_table(_part(parts, i, "parquet"), schema=SCHEMA)
@@ -252,15 +232,23 @@ def build_catalog(
     progress: bool = True,
     engine: str | Engine = "local",
     ray_address: str | None = None,
+    limits: DecodeLimits | None = None,
 ) -> CatalogSummary:
     """Read the headers of every file under ``roots`` and write the catalog to ``out``.
 
-    Writes ``out`` (Parquet), ``<out>.errors.jsonl`` and ``<out>.json`` (summary + vocabulary).
-    Part files in ``<out>.parts/`` make the build resumable; they are removed at the end.
+    Writes ``out`` (Parquet), ``<out>.errors.jsonl`` (skipped inputs),
+    ``<out>.excluded.jsonl`` (excluded inputs, :func:`excluded_path`) and ``<out>.json``
+    (summary + vocabulary).
+    Part files in ``<out>.parts/`` make the build resumable; they are removed at the end. The
+    temporary files a killed build left (of these files and of its parts) are removed first.
 
     ``engine`` is ``"local"`` (process pool of ``workers``), ``"ray"`` (Ray Data; a local Ray
     instance, or the cluster at ``ray_address``), or an :class:`~hypermodal.common.engines.Engine`
     the caller owns. With Ray, every worker must see the files at the same paths.
+
+    ``limits`` bound each local worker (time per file, memory ceiling; default
+    :class:`~hypermodal.common.isolation.DecodeLimits`): a file that crashes its worker or goes
+    past them is a skipped file with the reason, and the build goes on.
 
     Raises:
         FileNotFoundError: a root does not exist.
@@ -272,6 +260,10 @@ def build_catalog(
     tasks = discover(roots)
     listing = listing_hash(tasks, vocabulary)
     parts = out.with_name(out.name + ".parts")
+    # the temporary files a killed build left: of its final files, and of its parts
+    own = [out.name, errors_path(out).name, excluded_path(out).name, summary_path(out).name]
+    for stale in remove_stale_temps(out.parent, own) + remove_stale_temps(parts):
+        log.info("removed %s, left by an interrupted build", stale)
     if (parts / "listing").exists() and (parts / "listing").read_text() != listing:
         log.warning("input listing changed since the interrupted build: starting over")
         shutil.rmtree(parts)
@@ -279,14 +271,16 @@ def build_catalog(
     write_text_atomic(parts / "listing", listing)
 
     chunks = [tasks[i : i + chunk_files] for i in range(0, len(tasks), chunk_files)]
-    _read_parts(chunks, parts, vocabulary, progress, engine, workers, ray_address)
+    _read_parts(chunks, parts, vocabulary, progress, engine, workers, ray_address, limits)
     summary = CatalogSummary(files_seen=len(tasks))
-    all_errors = _merge_parts(out, parts, len(chunks), summary, vocabulary.classes)
+    excluded: list[dict] = []
+    all_errors = _merge_parts(out, parts, len(chunks), summary, vocabulary.classes, excluded)
     summary.seconds = round(time.perf_counter() - start, 3)
     if not summary.reconciles():  # pragma: no cover - a bug, not bad input
         raise RuntimeError(f"catalog counts do not reconcile: {summary}")
 
     write_errors(errors_path(out), all_errors)
+    write_errors(excluded_path(out), excluded)
     roots_seen = [str(r.resolve()) for r in roots]
     meta = {"summary": summary.to_dict(), "vocabulary": vocabulary.to_dict(), "roots": roots_seen}
     write_text_atomic(summary_path(out), json.dumps(meta, indent=2))
@@ -307,6 +301,14 @@ def listing_hash(tasks: Iterable[FileTask], vocabulary: ClassVocabulary) -> str:
 def errors_path(catalog: Path | str) -> Path:
     catalog = Path(catalog)
     return catalog.with_name(catalog.name + ".errors.jsonl")
+
+
+def excluded_path(catalog: Path | str) -> Path:
+    """The catalog's list of excluded inputs (``<catalog>.excluded.jsonl``): one JSON line per
+    input that was not cataloged although nothing was wrong with it (a modality outside the
+    vocabulary, a hidden name, a second way into one folder), with its path and reason."""
+    catalog = Path(catalog)
+    return catalog.with_name(catalog.name + ".excluded.jsonl")
 
 
 def summary_path(catalog: Path | str) -> Path:

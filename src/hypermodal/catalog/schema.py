@@ -24,8 +24,12 @@ from typing import Any
 
 import pyarrow as pa
 
+from hypermodal.common.paths import path_text
+
 DATASET_FILE = "dataset.json"
-SKIP_NAMES = {DATASET_FILE, "samples.json", "summary.json", ".DS_Store", "Thumbs.db"}
+#: the metadata files of a corpus folder: never inputs, not counted (a hidden name, such as
+#: ``.DS_Store``, is counted as excluded; see :func:`hypermodal.catalog.build.discover`)
+SKIP_NAMES = {DATASET_FILE, "samples.json", "summary.json"}
 
 SCHEMA = pa.schema(
     [
@@ -91,8 +95,12 @@ class DatasetInfo:
     @classmethod
     def from_folder(cls, folder: Path, default_name: str) -> DatasetInfo:
         meta_path = folder / DATASET_FILE
-        if not meta_path.exists():
-            return cls(name=default_name)
+        try:
+            present = meta_path.is_file()  # a FIFO named dataset.json is not read
+        except OSError:  # a folder that cannot be looked into: its listing says why
+            present = False
+        if not present:
+            return cls(name=path_text(default_name))
         meta = json.loads(meta_path.read_text())
         per_file = {
             f["path"]: f["modality"]
@@ -100,7 +108,7 @@ class DatasetInfo:
             if isinstance(f, dict) and f.get("path") and f.get("modality")
         }
         return cls(
-            name=str(meta.get("name") or default_name),
+            name=str(meta.get("name") or path_text(default_name)),
             label=meta.get("label"),
             body_part=meta.get("body_part"),
             template=bool(meta.get("template", False)),
@@ -111,8 +119,24 @@ class DatasetInfo:
         )
 
 
+def exclusion_reason(modality: str | None, label: str | None) -> str:
+    """Why a readable image is excluded: its modality (or label) is not a class."""
+    if modality:
+        return f"excluded: modality {modality} is not a class of the vocabulary"
+    if label:
+        return f"excluded: label {label} is not a class of the vocabulary"
+    return "excluded: no modality in the header and no label in dataset.json"
+
+
 @dataclass(slots=True)
 class FileTask:
+    """One input of the catalog, as listed (paths are :func:`~hypermodal.common.paths.path_text`).
+
+    ``excluded`` or ``skipped`` holds the reason when the listing already decided the input is
+    not read: a hidden name or a second link to a folder is counted as excluded, a folder that
+    cannot be listed as skipped, each with its path and reason.
+    """
+
     path: str
     dataset: str
     rel: str  # path relative to the dataset folder
@@ -122,14 +146,26 @@ class FileTask:
     modality_hint: str | None
     synthetic: bool = False
     simulated_from: str | None = None
+    excluded: str | None = None
+    skipped: str | None = None
+
+    def unread(self) -> tuple[str, str] | None:
+        """``("excluded" | "skipped", reason)`` when the listing decided; None: read it."""
+        if self.skipped is not None:
+            return "skipped", self.skipped
+        if self.excluded is not None:
+            return "excluded", self.excluded
+        return None
 
 
 @dataclass
 class CatalogSummary:
     files_seen: int = 0
     files_cataloged: int = 0
-    files_excluded: int = 0  # readable images whose modality is not a class of the vocabulary
-    files_skipped: int = 0  # unreadable, corrupt or not an image: see the errors file
+    # modality (or label) not a class of the vocabulary, a hidden name, a second way into a
+    # folder: each listed by path in the excluded file (excluded_modalities counts the first)
+    files_excluded: int = 0
+    files_skipped: int = 0  # unreadable, corrupt, not an image or not a file: the errors file
     images: int = 0
     images_per_class: dict[str, int] = field(default_factory=dict)
     excluded_modalities: dict[str, int] = field(default_factory=dict)

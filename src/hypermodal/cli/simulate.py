@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from hypermodal.cli._common import ProgressOption, echo_json
+from hypermodal.cli._common import NonNegative, ProgressOption, above, echo_json, output_folders
 
 
 def simulate(
@@ -18,9 +18,12 @@ def simulate(
     out: Annotated[
         Path, typer.Option("--out", "-o", metavar="DIR", help="Folder for the simulated datasets.")
     ],
-    seed: Annotated[int, typer.Option(metavar="N", help="Same seed, same files.")] = 0,
+    seed: Annotated[
+        int, typer.Option(metavar="N", help="Same seed, same files.", callback=NonNegative)
+    ] = 0,
     scale: Annotated[
-        float, typer.Option(metavar="X", help="How many images (1.0: about 600-1200).")
+        float,
+        typer.Option(metavar="X", help="How many images (1.0: about 600-1200).", callback=above(0)),
     ] = 1.0,
     progress: ProgressOption = True,
 ) -> None:
@@ -28,5 +31,6 @@ def simulate(
     dataset (training images only, never evidence of accuracy); prints the summary."""
     from hypermodal.sources.simulate import simulate_corpus
 
+    output_folders(out)
     summary = simulate_corpus(samples, out, seed=seed, scale=scale, progress=progress)
     echo_json({**summary, "out": str(out)})

@@ -9,10 +9,12 @@ process) keeps every side effect that must happen once: journals, part files, th
 
 Two engines:
 
-- :class:`LocalEngine` (``"local"``, the default): a process pool
-  (:class:`~concurrent.futures.ProcessPoolExecutor`) on this machine, or the calling process
-  itself when ``workers == 1`` or there is at most one item (so tests can monkeypatch worker
-  functions and tracebacks stay simple).
+- :class:`LocalEngine` (``"local"``, the default): crash-isolated worker processes on this
+  machine (:class:`~hypermodal.common.pool.WorkerPool`), at least one however few the
+  workers or items: a worker that aborts, segfaults, panics, runs out of memory or out of time
+  is replaced and its item's result is a :class:`~hypermodal.common.isolation.Crashed` with the
+  reason, so the stage records that file and goes on. ``DecodeLimits(in_process=True)`` runs
+  the items in the calling process instead, without isolation, for debugging.
 - :class:`RayEngine` (``"ray"``): Ray Data. Items are pickled into a dataset of one row each,
   ``map_batches`` runs the worker function on the cluster (one CPU per task), and results stream
   back to the driver under Ray Data's back-pressure. ``address=None`` starts a private local Ray
@@ -33,12 +35,12 @@ import functools
 import logging
 import os
 import pickle
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from hypermodal.common.errors import EngineError
+from hypermodal.common.isolation import DecodeLimits
+from hypermodal.common.pool import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +67,13 @@ class Engine(Protocol):
     shares_filesystem: bool
 
     def map(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
-        """``fn(item)`` for every item, in item order, computed ahead with bounded look-ahead."""
+        """``fn(item)`` for every item, in item order, computed ahead with bounded look-ahead
+        (a :class:`~hypermodal.common.isolation.Crashed` for an item whose worker died)."""
         ...
 
     def map_unordered(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[tuple[int, R]]:
-        """``(position, fn(item))`` pairs as they finish (any order)."""
+        """``(position, fn(item))`` pairs as they finish (any order; a
+        :class:`~hypermodal.common.isolation.Crashed` for an item whose worker died)."""
         ...
 
     def close(self) -> None:
@@ -82,72 +86,53 @@ class Engine(Protocol):
 
 
 class LocalEngine:
-    """A process pool on this machine; runs in the calling process when ``workers == 1``.
+    """Worker processes on this machine, each item crash-isolated in one of them.
 
-    The pool starts at the first parallel map and is reused until :meth:`close`. At most
-    ``max_in_flight`` items (default ``4 × workers``) are submitted ahead of the consumer, so a
-    stage that returns images never holds more than that many results in memory.
+    The workers start at the first map and are reused until :meth:`close`; a worker that dies
+    is replaced. Each runs one item at a time under ``limits`` (time per item, memory ceiling),
+    and an item whose worker died gives a :class:`~hypermodal.common.isolation.Crashed`
+    instead of a result. An ordered :meth:`map` runs at most ``max_in_flight`` items (default
+    ``4 × workers``) ahead of the consumer, so a stage that returns images never holds more
+    than that many results in memory. With ``limits.in_process`` every item runs in the calling
+    process, one after the other.
     """
 
     name = "local"
     shares_filesystem = True
 
-    def __init__(self, workers: int | None = None, max_in_flight: int | None = None) -> None:
+    def __init__(
+        self,
+        workers: int | None = None,
+        max_in_flight: int | None = None,
+        limits: DecodeLimits | None = None,
+    ) -> None:
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.max_in_flight = max(1, max_in_flight or 4 * self.workers)
-        self._pool: ProcessPoolExecutor | None = None
+        self.limits = limits or DecodeLimits()
+        self._pool: WorkerPool | None = None
 
-    def _serial(self, items: Sequence[Any]) -> bool:
-        return self.workers <= 1 or len(items) <= 1
-
-    def _executor(self) -> ProcessPoolExecutor:
+    def _workers(self) -> WorkerPool:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers)
+            self._pool = WorkerPool(self.workers, self.limits, self.max_in_flight)
         return self._pool
 
     def map(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
-        if self._serial(items):
+        if self.limits.in_process:
             yield from map(fn, items)
             return
-        pool = self._executor()
-        pending: deque[Future[R]] = deque()
-        try:
-            for item in items:
-                pending.append(pool.submit(fn, item))
-                if len(pending) >= self.max_in_flight:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for fut in pending:
-                fut.cancel()
+        for _, result in self._workers().run(fn, items, ordered=True):
+            yield result
 
     def map_unordered(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[tuple[int, R]]:
-        if self._serial(items):
+        if self.limits.in_process:
             for i, item in enumerate(items):
                 yield i, fn(item)
             return
-        pool = self._executor()
-        running: dict[Future[R], int] = {}
-        it = iter(enumerate(items))
-        try:
-            while True:
-                for i, item in it:
-                    running[pool.submit(fn, item)] = i
-                    if len(running) >= self.max_in_flight:
-                        break
-                if not running:
-                    return
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    yield running.pop(fut), fut.result()
-        finally:
-            for fut in running:
-                fut.cancel()
+        yield from self._workers().run(fn, items, ordered=False)
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.close()
             self._pool = None
 
     def __enter__(self) -> LocalEngine:
@@ -157,7 +142,7 @@ class LocalEngine:
         self.close()
 
     def __repr__(self) -> str:
-        return f"LocalEngine(workers={self.workers})"
+        return f"LocalEngine(workers={self.workers}, limits={self.limits})"
 
 
 def _apply_pickled(batch: dict[str, Any], fn: Callable[[Any], Any]) -> dict[str, Any]:
@@ -278,12 +263,17 @@ class RayEngine:
 
 
 def get_engine(
-    name: str = "local", workers: int | None = None, address: str | None = None
+    name: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    limits: DecodeLimits | None = None,
 ) -> Engine:
     """The engine called ``name`` (``"local"`` or ``"ray"``).
 
     ``address`` is the Ray cluster address (``"auto"``, ``"ray://host:10001"``); ``None`` with
-    ``"ray"`` starts a local Ray instance.
+    ``"ray"`` starts a local Ray instance. ``limits`` are the local workers' time limit and
+    memory ceiling (default :class:`~hypermodal.common.isolation.DecodeLimits`); Ray runs its
+    tasks under its own.
     """
     key = name.strip().lower()
     if key == "local":
@@ -291,15 +281,15 @@ def get_engine(
             raise EngineError(
                 "a Ray address was given but the engine is 'local' (use --engine ray)"
             )
-        return LocalEngine(workers)
+        return LocalEngine(workers, limits=limits)
     if key == "ray":
         return RayEngine(address=address, workers=workers)
     raise EngineError(f"unknown engine {name!r}; expected one of {ENGINES}")
 
 
 class engine_scope:
-    """Context manager: an :class:`Engine` given by name (opened and closed here) or by instance
-    (borrowed: the caller closes it).
+    """Context manager: an :class:`Engine` given by name (opened and closed here, with
+    ``limits``) or by instance (borrowed, with its own limits: the caller closes it).
 
     Example:
         >>> with engine_scope("local", workers=1) as engine:
@@ -308,10 +298,16 @@ class engine_scope:
     """
 
     def __init__(
-        self, engine: str | Engine, workers: int | None = None, address: str | None = None
+        self,
+        engine: str | Engine,
+        workers: int | None = None,
+        address: str | None = None,
+        limits: DecodeLimits | None = None,
     ) -> None:
         if isinstance(engine, str):
-            self._engine: Engine = get_engine(engine, workers=workers, address=address)
+            self._engine: Engine = get_engine(
+                engine, workers=workers, address=address, limits=limits
+            )
             self._owned = True
         else:
             self._engine = engine

@@ -80,3 +80,28 @@ class CheckpointError(HypermodalError, RuntimeError):
 
 class ResumeError(HypermodalError, RuntimeError):
     """A run cannot be resumed (different split, different recipe, or no run to resume)."""
+
+
+class DeviceError(HypermodalError, ValueError):
+    """A ``--device`` that is not a device name, or a device this machine does not have."""
+
+
+# ------------------------------------------------------------------------------ outputs
+class OutputError(HypermodalError, ValueError):
+    """An output location that cannot be written: read-only, a folder where a file is wanted
+    (or the reverse), or a file name whose extension does not match what is written."""
+
+
+class DiskFullError(HypermodalError, OSError):
+    """The disk filled up (``ENOSPC``/``EDQUOT``) while writing ``path``."""
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__(f"disk full at {path}")
+        self.path = str(path)
+
+    def __str__(self) -> str:
+        return f"disk full at {self.path}"
+
+
+class LockedError(HypermodalError, FileExistsError):
+    """Another run holds the exclusive lock of an output folder (fetch, build, store)."""

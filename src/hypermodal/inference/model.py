@@ -19,6 +19,9 @@ A checkpoint is a plain dict of tensors and plain Python values (no pickled clas
                                 (:meth:`hypermodal.evidence.EvidenceModel.to_state`); without it
                                 prediction uses the CNN alone
     training_state              last.pt only: optimizer, scheduler, grad scaler, RNG states
+    tensor_digest               "sha256:<hex>" over every tensor above, verified on load
+                                (hypermodal.inference.integrity); a checkpoint written before
+                                digests existed has none and loads with a warning
     step_in_epoch               a mid-epoch last.pt only (``checkpoint_every_steps``): global
                                 batches done in epoch ``epoch + 1``; ``training_state.mid_epoch``
                                 then holds that epoch, the step, the steps per epoch, the world
@@ -43,8 +46,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hypermodal.common.errors import CheckpointError
+from hypermodal.common.errors import CheckpointError, DeviceError
 from hypermodal.evidence import EvidenceModel
+from hypermodal.inference.integrity import check_digest, check_settings
 from hypermodal.labels import ClassVocabulary
 from hypermodal.models import build_model
 from hypermodal.preprocess import PreprocessConfig
@@ -66,20 +70,39 @@ REQUIRED_KEYS = (
 )
 
 
+#: the device types a model may run on
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → the first CUDA device when available, else the CPU; other values as given.
+    """``"auto"`` → the first CUDA device when available, else the CPU; ``"cpu"``, ``"cuda"``,
+    ``"cuda:N"`` and ``"mps"`` as given, once checked against this machine.
 
     Raises:
-        RuntimeError: CUDA was asked for but is not available.
+        DeviceError: not a device name, or a device this machine does not have (no CUDA, no
+            GPU ``N``, no MPS).
     """
     if isinstance(device, torch.device):
         resolved = device
-    elif str(device).lower() == "auto":
+    elif str(device).strip().lower() == "auto":
         resolved = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
-        resolved = torch.device(str(device))
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available here")
+        try:
+            resolved = torch.device(str(device).strip().lower())
+        except (RuntimeError, ValueError):
+            resolved = None
+        if resolved is None or resolved.type not in DEVICE_TYPES:
+            raise DeviceError(
+                f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps"
+            ) from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {str(device)!r} requested but CUDA is not available here")
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise DeviceError(f"device {str(device)!r} requested but there are {count} GPU(s)")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"device {str(device)!r} requested but MPS is not available here")
     return resolved
 
 
@@ -139,7 +162,8 @@ def read_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
         The checkpoint dict (see the module docstring).
 
     Raises:
-        CheckpointError: the file is missing, unreadable, corrupt, or not ours.
+        CheckpointError: the file is missing, unreadable, corrupt (a tensor digest that does not
+            match, a size or count that is not a positive integer), or not ours.
     """
     path = Path(path)
     if not path.is_file():
@@ -168,6 +192,8 @@ def read_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise CheckpointError(f"{path} is incomplete: missing {', '.join(missing)}")
+    check_digest(path, data)
+    check_settings(path, data)
     return data
 
 
@@ -220,6 +246,7 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedMo
 
     Raises:
         CheckpointError: see :func:`read_checkpoint`, or weights that do not fit the model.
+        DeviceError: see :func:`resolve_device`.
     """
     dev = resolve_device(device)
     data = read_checkpoint(path, map_location="cpu")

@@ -24,6 +24,8 @@ import pandas as pd
 from hypermodal.catalog import SKIP_NAMES
 from hypermodal.common.engines import Engine, engine_scope
 from hypermodal.common.files import atomic_path
+from hypermodal.common.isolation import Crashed, DecodeLimits, failure_reason, heartbeat
+from hypermodal.common.paths import local_path, path_text
 from hypermodal.common.progress import progress_bar
 from hypermodal.common.rejects import error_record, write_errors
 from hypermodal.evidence.features import (
@@ -36,6 +38,7 @@ from hypermodal.evidence.features import (
 from hypermodal.evidence.fusion import UNKNOWN
 from hypermodal.evidence.table import table_claims
 from hypermodal.io import ImageReadError, iter_images, read_header
+from hypermodal.io.inputs import FolderKey, walk_files
 from hypermodal.labels import ClassVocabulary
 from hypermodal.preprocess import PreprocessConfig, to_uint8
 
@@ -63,21 +66,34 @@ class PredictSummary:
 
 
 def expand_inputs(inputs: Iterable[Path | str]) -> list[Path]:
-    """Files named directly, plus every file under named folders, in sorted order."""
+    """Files named directly, plus every file under named folders, in a stable order.
+
+    Folders are listed by :func:`~hypermodal.io.inputs.walk_files`: a folder's files by name,
+    then its sub-folders; links to folders are followed once (a second way into a folder, such
+    as a link loop, is not listed again); nothing is opened. Every file found is an input, a
+    hidden name included, and is either predicted or skipped with its reason: FIFOs, sockets,
+    devices and broken links are refused by the reader without being opened. Only a corpus
+    folder's metadata files (``dataset.json`` …) are left out, and a folder that cannot be
+    listed is logged. Paths come back as :func:`~hypermodal.common.paths.path_text`, the text
+    every output can hold (a name that is not UTF-8 included); the readers open them as such.
+
+    Raises:
+        FileNotFoundError: An input does not exist.
+    """
     files: list[Path] = []
+    seen: dict[FolderKey, Path] = {}
     for item in inputs:
-        p = Path(item)
-        if p.is_file():
-            files.append(p)
-        elif p.is_dir():
-            for dirpath, dirnames, filenames in os.walk(p):
-                dirnames.sort()
-                for name in sorted(filenames):
-                    if name in SKIP_NAMES or name.startswith("."):
-                        continue
-                    files.append(Path(dirpath) / name)
-        else:
-            raise FileNotFoundError(f"input {p} does not exist")
+        p = local_path(item)  # a path as the file system has it, or as an output wrote it
+        if not os.path.lexists(p):
+            raise FileNotFoundError(f"input {path_text(p)} does not exist")
+        if not p.is_dir():
+            files.append(Path(path_text(p)))
+            continue
+        for entry in walk_files(p, SKIP_NAMES, seen):
+            if entry.unlisted:
+                log.warning("%s: %s: its files are not predicted", entry.path, entry.unlisted)
+            elif not entry.repeated:
+                files.append(Path(path_text(entry.path)))
     return files
 
 
@@ -110,13 +126,14 @@ def _decode_file(args: tuple[str, dict]) -> dict[str, Any]:
         images: list[np.ndarray] = []
         stats: list[np.ndarray] = []
         for idx, img in iter_images(Path(path)):
+            heartbeat()  # a file of many images is not cut short while it makes progress
             indices.append(idx)
             images.append(to_uint8(img, pre))
             stats.append(image_stats(img))
     except ImageReadError as exc:
         return {"path": path, "error": exc.reason}
-    except Exception as exc:  # noqa: BLE001 - preprocessing failure on a strange image
-        return {"path": path, "error": f"{type(exc).__name__}: {exc}"}
+    except BaseException as exc:  # noqa: BLE001 - a strange image or a decoder's panic
+        return {"path": path, "error": failure_reason(exc)}
     if not images:
         return {"path": path, "error": "file holds no images"}
     return {
@@ -135,9 +152,11 @@ def _decode_file(args: tuple[str, dict]) -> dict[str, Any]:
 
 
 def _decoded(files: list[Path], pre: PreprocessConfig, engine: Engine) -> Iterator[dict[str, Any]]:
-    """Decoded files in input order (the engine bounds how far decoding runs ahead)."""
+    """Decoded files in input order (the engine bounds how far decoding runs ahead); a file
+    whose worker died or went past its limits is an error with the reason."""
     args = [(str(f), pre.to_dict()) for f in files]
-    yield from engine.map(_decode_file, args)
+    for (path, _), item in zip(args, engine.map(_decode_file, args), strict=True):
+        yield {"path": path, "error": item.reason} if isinstance(item, Crashed) else item
 
 
 def series_table(images: pd.DataFrame, classes: tuple[str, ...]) -> pd.DataFrame:
@@ -263,6 +282,7 @@ def predict(
     progress: bool = True,
     engine: str | Engine = "local",
     ray_address: str | None = None,
+    limits: DecodeLimits | None = None,
 ) -> PredictSummary:
     """Classify every 2D image under ``inputs`` with the model in ``checkpoint`` (None: the
     bundled default model, :func:`default_model_path`).
@@ -276,7 +296,9 @@ def predict(
     ``engine`` decodes the files: ``"local"`` (process pool of ``workers``), ``"ray"`` (Ray
     Data: a local Ray instance, or the cluster at ``ray_address``; every worker must see the
     files at the same paths), or an :class:`~hypermodal.common.engines.Engine` the caller owns. The
-    model always runs in this process.
+    model always runs in this process. ``limits`` bound each local decoding worker (time per
+    file, memory ceiling; default :class:`~hypermodal.common.isolation.DecodeLimits`): a file
+    that crashes its worker or goes past them is skipped with the reason.
     """
     # imported here: the decoding processes import this module and never need torch
     from hypermodal.inference.model import load_model, predict_proba
@@ -304,7 +326,7 @@ def predict(
 
     bar = progress_bar(len(files), progress, desc="predict", unit="file")
     pending = 0
-    with engine_scope(engine, workers=workers, address=ray_address) as runner:
+    with engine_scope(engine, workers=workers, address=ray_address, limits=limits) as runner:
         for item in _decoded(files, loaded.preprocess, runner):
             bar.update(1)
             if "error" in item:

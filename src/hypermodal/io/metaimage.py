@@ -27,6 +27,7 @@ from hypermodal.io.orientation import (
     plan_slices,
     to_grey,
 )
+from hypermodal.io.streams import check_regular
 
 __all__ = ["MetaImageReader"]
 
@@ -63,6 +64,7 @@ class MetaImageReader:
         sitk = _sitk()
         if sitk is None:
             raise UnsupportedFileError(path, _SITK_MISSING)
+        check_regular(path)
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
         try:

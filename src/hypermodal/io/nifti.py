@@ -1,8 +1,12 @@
 """NIfTI-1/2, Analyze 7.5 (``.hdr``/``.img``) and FreeSurfer MGH (``.mgh``/``.mgz``) via nibabel.
 
-Volumes are read lazily: the header gives the image count without touching voxels, and each 2D
-slice is read on its own (``img.dataobj[...]`` on a memory map, or on one open gzip stream that
-only ever moves forward when slices are asked for in order).
+Volumes are read lazily: the header gives the image count without touching voxels, after its
+dims and voxel type are checked against what the file can hold (:mod:`~hypermodal.io.nifti_data`:
+a header claiming 2³¹ slices is an error, never a catalog of 2³¹ rows). Slices are read with
+plain reads, never a memory map, on one open stream that only moves forward when slices are
+asked for in order; along the last axis each slice on its own, along another axis in slabs
+whose size is bounded whatever the volume's size
+(:func:`~hypermodal.io.nifti_data.iter_slices`).
 
 **Slicing rule**: that of :mod:`hypermodal.io.orientation` — 2D slices along the voxel axis
 closest to superior–inferior (from the affine, :func:`nibabel.aff2axcodes`), each oriented rows
@@ -32,8 +36,9 @@ from nibabel.fileholders import FileHolder
 from hypermodal.common.errors import CorruptFileError, ImageReadError, UnsupportedFileError
 from hypermodal.io.base import FileHeader, wanted_indices
 from hypermodal.io.constants import GZIP_MAGIC, LUMA_WEIGHTS
+from hypermodal.io.nifti_data import check_sizes, iter_slices
 from hypermodal.io.orientation import SlicePlan, plan_slices, to_grey
-from hypermodal.io.streams import read_head
+from hypermodal.io.streams import check_regular, read_head
 
 __all__ = ["LUMA_WEIGHTS", "NiftiReader", "SlicePlan", "plan_slices", "sniff_nifti", "to_grey"]
 
@@ -103,6 +108,7 @@ class _Loaded:
     def _load(self) -> Any:
         path = self.path
         name = path.name.lower()
+        check_regular(path)
         with open(path, "rb") as fp:
             magic = fp.read(2)
         gzipped = magic == GZIP_MAGIC
@@ -117,8 +123,9 @@ class _Loaded:
         suffix_gz = name.endswith((".gz", ".mgz"))
         if name.endswith(_STANDARD_SUFFIXES) and gzipped == suffix_gz:
             # keep_file_open=True: one gzip stream for all slices (re-opening per slice would
-            # decompress from the start each time, quadratic in the volume size)
-            img = nib.load(path, mmap=True, keep_file_open=True)
+            # decompress from the start each time, quadratic in the volume size); no memory
+            # map: slices are read with plain reads, so the process never maps a whole volume
+            img = nib.load(path, mmap=False, keep_file_open=True)
             image_file = img.file_map["image"].filename
             if image_file and not Path(image_file).exists():
                 raise CorruptFileError(path, f"image file {Path(image_file).name} is missing")
@@ -132,7 +139,7 @@ class _Loaded:
         self.fileobj.seek(0)
         klass = _image_class(head)
         holder = FileHolder(filename=str(path), fileobj=self.fileobj)
-        return klass.from_file_map({"header": holder, "image": holder}, mmap=not gzipped)
+        return klass.from_file_map({"header": holder, "image": holder}, mmap=False)
 
     def close(self) -> None:
         self.img = None
@@ -191,8 +198,16 @@ class NiftiReader:
             plan = plan_slices(spatial, codes)
         except ValueError as exc:
             raise UnsupportedFileError(loaded.path, str(exc)) from None
-        n_volumes = extra[0] if extra and self.volumes == "all" else 1
-        return plan, max(n_volumes, 1), extra
+        n_volumes = max(extra[0] if extra and self.volumes == "all" else 1, 1)
+        check_sizes(
+            loaded.path,
+            img,
+            _image_file(loaded),
+            _is_gzip_proxy(loaded),
+            plan,
+            plan.num_slices * n_volumes,
+        )
+        return plan, n_volumes, extra
 
     def header(self, path: Path) -> FileHeader:
         """Read shape and orientation from the header, without reading voxels.
@@ -255,52 +270,14 @@ class NiftiReader:
         path = Path(path)
         loaded = _Loaded(path)
         try:
-            plan, n_volumes, extra = self._plan(loaded)
-            spatial = tuple(int(s) for s in loaded.img.shape[:3])
-            total = plan.num_slices * n_volumes
-            wanted = wanted_indices(path, indices, total)
+            plan, n_volumes, _ = self._plan(loaded)
+            spatial, extra = _spatial_and_extra(loaded.img.shape)
+            wanted = wanted_indices(path, indices, plan.num_slices * n_volumes)
+            itemsize = np.dtype(loaded.img.header.get_data_dtype()).itemsize
             dataobj = loaded.img.dataobj
-            gzipped = _is_gzip_proxy(loaded)
-            whole: dict[int, np.ndarray] = {}
-            for i in wanted:
-                volume, k = divmod(i, plan.num_slices)
-                block = _volume_view(dataobj, spatial, extra, volume)
-                if gzipped and plan.slice_axis != 2:
-                    # a non-last slice axis touches the whole gzip stream for every slice:
-                    # decompress this volume once instead
-                    if volume not in whole:
-                        whole.clear()
-                        whole[volume] = _read(path, lambda b=block: np.asarray(b[...]))
-                    block = whole[volume]
-                plane = _read(path, lambda b=block, k=k: plan.take(b, k))
-                yield i, to_grey(plane)
+            yield from iter_slices(path, dataobj, (spatial, extra), plan, wanted, itemsize)
         finally:
             loaded.close()
-
-
-class _VolumeView:
-    """Index a proxy as ``[x, y, z]``: trailing (4th+) axes fixed, a 2D image given a z of 1."""
-
-    def __init__(self, dataobj: Any, n_spatial: int, fixed: tuple[int, ...]) -> None:
-        self.dataobj = dataobj
-        self.n_spatial = n_spatial
-        self.fixed = fixed
-
-    def __getitem__(self, index: Any) -> np.ndarray:
-        full = (slice(None),) * 3 if index is Ellipsis else tuple(index)
-        arr = np.asarray(self.dataobj[full[: self.n_spatial] + self.fixed])
-        if self.n_spatial == 2 and len(full) == 3 and isinstance(full[2], slice):
-            arr = arr[..., np.newaxis]
-        return arr
-
-
-def _volume_view(
-    dataobj: Any, spatial: tuple[int, ...], extra: tuple[int, ...], volume: int
-) -> Any:
-    if not extra and len(spatial) == 3:
-        return dataobj
-    fixed = (volume,) + (0,) * (len(extra) - 1) if extra else ()
-    return _VolumeView(dataobj, len(spatial), fixed)
 
 
 def _is_gzip_proxy(loaded: _Loaded) -> bool:
@@ -312,10 +289,8 @@ def _is_gzip_proxy(loaded: _Loaded) -> bool:
     return name.lower().endswith((".gz", ".mgz"))
 
 
-def _read(path: Path, fn: Any) -> np.ndarray:
-    try:
-        return fn()
-    except (EOFError, OSError, ValueError, gzip.BadGzipFile, struct.error) as exc:
-        raise CorruptFileError(
-            path, f"cannot read voxel data ({type(exc).__name__}: {exc})"
-        ) from None
+def _image_file(loaded: _Loaded) -> Path:
+    """The file that holds the voxels (the ``.img`` of an Analyze pair)."""
+    holder = getattr(loaded.img, "file_map", {}).get("image")
+    name = holder.filename if holder is not None and loaded.fileobj is None else None
+    return Path(name) if name else loaded.path

@@ -14,6 +14,7 @@ sliced along a non-last axis are decompressed whole, once per :meth:`NrrdReader.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -102,13 +103,14 @@ class NrrdReader:
         if not wanted:
             return
         data = NrrdData(path, header, offset)
-        total_bytes = int(np.prod(layout.sizes, dtype=np.int64)) * layout.dtype.itemsize
+        total_bytes = math.prod(layout.sizes) * layout.dtype.itemsize
         try:
             if data.raw and data.byte_skip != -1 and not layout.contiguous():
                 yield from self._from_memmap(layout, data, wanted, total_bytes)
             elif (data.raw or data.compressed) and layout.contiguous():
                 yield from self._from_runs(layout, data, wanted, total_bytes)
             else:
+                data.check_whole(math.prod(layout.sizes), layout.dtype.itemsize)
                 yield from self._from_whole(layout, data, wanted, offset)
         except (EOFError, OSError, ValueError, gzip.BadGzipFile) as exc:
             raise CorruptFileError(

@@ -16,6 +16,7 @@ from typing import IO, Any, cast
 import numpy as np
 
 from hypermodal.common.errors import CorruptFileError, UnsupportedFileError
+from hypermodal.io.limits import DEFLATE_MAX_RATIO, current_limits
 from hypermodal.io.orientation import (
     SlicePlan,
     axcodes_from_directions,
@@ -23,6 +24,7 @@ from hypermodal.io.orientation import (
     plan_slices,
     to_grey,
 )
+from hypermodal.io.streams import check_regular
 
 __all__ = ["NrrdData", "NrrdLayout", "read_nrrd_header"]
 
@@ -129,6 +131,28 @@ class NrrdLayout:
         endian = ">" if str(header.get("endian", "little")).lower() == "big" else "<"
         code = _NRRD_TYPES[type_name]
         self.dtype = np.dtype(code if code[1] == "1" else endian + code)
+        self._check_limits()
+
+    def _check_limits(self) -> None:
+        """The image count and one image's bytes against :func:`current_limits`."""
+        limits, plan = current_limits(), self.plan
+        if min(self.sizes) < 1:
+            raise CorruptFileError(self.path, f"NRRD sizes {self.sizes}: an axis of length 0")
+        if plan.num_slices > limits.max_images:
+            raise UnsupportedFileError(
+                self.path,
+                f"NRRD sizes {self.sizes}: {plan.num_slices} images, over the limit of "
+                f"{limits.max_images}",
+            )
+        one = plan.rows * plan.columns * self.dtype.itemsize
+        if self.color_axis is not None:
+            one *= self.sizes[self.color_axis]
+        if one > limits.max_image_bytes:
+            raise UnsupportedFileError(
+                self.path,
+                f"one {plan.rows}×{plan.columns} {self.dtype.name} image is {one} bytes, over "
+                f"the limit of {limits.max_image_bytes}",
+            )
 
     @property
     def slice_axis(self) -> int | None:
@@ -187,6 +211,7 @@ def read_nrrd_header(path: Path) -> tuple[dict[str, Any], int]:
     """
     import nrrd
 
+    check_regular(path)
     try:
         with open(path, "rb") as fh:
             header = nrrd.read_header(fh)
@@ -261,6 +286,26 @@ class NrrdData:
         except BaseException:
             fh.close()
             raise
+
+    def check_whole(self, voxels: int, itemsize: int) -> None:
+        """Refuse to read ``voxels`` whole when the data cannot hold them: raw data in the
+        file, at most :data:`~hypermodal.io.limits.DEFLATE_MAX_RATIO` × the file for compressed
+        data, one voxel per two characters (a digit and a separator) for ASCII data."""
+        try:
+            size = os.path.getsize(self.data_path)
+        except OSError as exc:
+            raise CorruptFileError(self.path, f"cannot read data ({exc.strerror or exc})") from None
+        needed = voxels * itemsize
+        if self.compressed:
+            most, what = size * DEFLATE_MAX_RATIO, f"{self.encoding} data of {size} bytes"
+        elif self.raw:
+            most, what = size, f"a data file of {size} bytes"
+        else:
+            most, what = (size + 1) // 2 * itemsize, f"{self.encoding} data of {size} bytes"
+        if needed > most:
+            raise CorruptFileError(
+                self.path, f"header says {voxels} voxels ({needed} bytes), more than {what} hold"
+            )
 
     def data_start(self) -> int:
         """Byte offset of the data in :attr:`data_path` (raw encoding only)."""

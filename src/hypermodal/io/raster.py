@@ -24,6 +24,8 @@ from PIL import Image, UnidentifiedImageError
 from hypermodal.common.errors import CorruptFileError, UnsupportedFileError
 from hypermodal.io.base import FileHeader, wanted_indices
 from hypermodal.io.constants import LUMA_WEIGHTS
+from hypermodal.io.limits import current_limits
+from hypermodal.io.streams import check_regular
 
 __all__ = ["RasterReader", "sniff_raster"]
 
@@ -37,6 +39,8 @@ _MAGIC = {
     b"BM": "BMP",
 }
 _FORMATS = {"PNG", "JPEG", "TIFF", "BMP", "MPO"}  # MPO: multi-picture JPEG (camera files)
+#: Pillow's own default for ``Image.MAX_IMAGE_PIXELS``, used when a caller set it to None
+DEFAULT_MAX_PIXELS = 89_478_485
 _GREY_MODES = {"1", "L", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
 
 
@@ -60,13 +64,40 @@ def sniff_raster(head: bytes) -> str | None:
     return None
 
 
+def _check_size(im: Any, path: Path, page: int = 0) -> None:
+    """Refuse an image (page) over Pillow's decompression-bomb limit or the image-bytes limit,
+    from its header, before anything is decoded (Pillow's own guard counts even when a caller
+    switched it off: :data:`DEFAULT_MAX_PIXELS` then)."""
+    width, height = im.size
+    pixels = max(int(width), 1) * max(int(height), 1)
+    limit = Image.MAX_IMAGE_PIXELS or DEFAULT_MAX_PIXELS
+    where = f"page {page}: " if page else ""
+    if pixels > limit:
+        raise UnsupportedFileError(
+            path,
+            f"{where}{width}×{height} = {pixels} pixels, over the decompression-bomb limit of "
+            f"{limit} pixels",
+        )
+    band_bytes = 4 if im.mode in ("I", "F") else 2 if im.mode.startswith("I;16") else 1
+    decoded = pixels * len(im.getbands()) * band_bytes
+    ceiling = current_limits().max_image_bytes
+    if decoded > ceiling:
+        raise UnsupportedFileError(
+            path,
+            f"{where}{width}×{height} {im.mode} is {decoded} bytes, over the limit of {ceiling}",
+        )
+
+
 def _open(path: Path) -> Any:
+    check_regular(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(path)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise UnsupportedFileError(path, f"image too large for Pillow ({exc})") from None
+        raise UnsupportedFileError(
+            path, f"over the decompression-bomb limit ({' '.join(str(exc).split())})"
+        ) from None
     except UnidentifiedImageError:
         raise UnsupportedFileError(path, "not an image Pillow can read") from None
     except OSError as exc:
@@ -76,6 +107,11 @@ def _open(path: Path) -> Any:
     if im.format not in _FORMATS:
         im.close()
         raise UnsupportedFileError(path, f"{im.format} images are not read (PNG/JPEG/TIFF/BMP)")
+    try:
+        _check_size(im, path)
+    except BaseException:
+        im.close()
+        raise
     return im
 
 
@@ -188,9 +224,16 @@ class RasterReader:
             for i in wanted:
                 try:
                     if frames > 1 or i:
-                        im.seek(i)
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("error", Image.DecompressionBombWarning)
+                            im.seek(i)
+                        _check_size(im, path, i)
                     im.load()
                     image = _to_grey(im)
+                except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+                    raise UnsupportedFileError(
+                        path, f"page {i}: over the decompression-bomb limit ({exc})"
+                    ) from None
                 except (OSError, ValueError, EOFError, SyntaxError) as exc:
                     raise CorruptFileError(
                         path, f"cannot decode page {i} ({type(exc).__name__}: {exc})"

@@ -3,9 +3,13 @@
 :func:`reader_for` sniffs the file's first bytes (decompressing them first when the file is
 gzip-compressed), asking each registered reader in turn; when no reader recognises the content
 it falls back to the file name's suffix. :func:`read_header` and :func:`iter_images` dispatch to
-that reader and turn any unexpected exception into :class:`CorruptFileError`, so callers only
+that reader and turn any unexpected exception (a native decoder's panic, a ``BaseException``,
+included; Ctrl-C and ``SystemExit`` pass) into :class:`CorruptFileError`, so callers only
 ever have to catch :class:`ImageReadError` (plus :class:`IndexError` for an image index out of
-range, which is a caller's mistake, not a file's).
+range, which is a caller's mistake, not a file's). A FIFO, socket or device is refused from
+its status, never opened. A path may be given as the file system has it or as an output wrote
+it (:func:`~hypermodal.common.paths.path_text`, for names that are not UTF-8): headers and
+errors name the file by that text.
 
 Readers are plain objects kept in an ordered list; add or replace one with
 :func:`register_reader`:
@@ -23,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from hypermodal.common.errors import CorruptFileError, ImageReadError, UnsupportedFileError
+from hypermodal.common.paths import local_path, path_text
 from hypermodal.io.base import FileHeader, Reader
 from hypermodal.io.dicom import DicomReader
 from hypermodal.io.metaimage import MetaImageReader
@@ -117,7 +122,8 @@ def reader_for(path: Path | str) -> Reader:
         The registered reader that recognises the file.
 
     Raises:
-        UnsupportedFileError: Empty file, a directory, or not a recognised image format.
+        UnsupportedFileError: Empty file, a directory, FIFO, socket or device (never opened),
+            or not a recognised image format.
         CorruptFileError: The file cannot be read.
     """
     path = Path(path)
@@ -148,27 +154,42 @@ def _one_line(exc: BaseException) -> str:
     return reason if len(reason) <= _MAX_REASON else reason[: _MAX_REASON - 1] + "…"
 
 
+def _as_text(exc: ImageReadError, text: str) -> ImageReadError:
+    """``exc`` naming the file by its text form (see :mod:`hypermodal.common.paths`)."""
+    if exc.path == text and path_text(exc.reason) == exc.reason:
+        return exc
+    return type(exc)(text, path_text(exc.reason))
+
+
 def read_header(path: Path | str) -> FileHeader:
     """Read a file's metadata through its reader, without decoding pixels.
 
     Args:
-        path: The file.
+        path: The file, or its text form as written in an output
+            (:func:`~hypermodal.common.paths.local_path`).
 
     Returns:
-        The reader's :class:`FileHeader`.
+        The reader's :class:`FileHeader`; its ``path`` is the text form.
 
     Raises:
-        UnsupportedFileError: Not an image format any reader handles, or no pixel data.
+        UnsupportedFileError: Not an image format any reader handles, no pixel data, or not a
+            regular file (a FIFO, socket or device is never opened).
         CorruptFileError: Anything else that went wrong, with a one-line reason.
     """
-    path = Path(path)
-    reader = reader_for(path)
+    text = path_text(path)
+    path = local_path(path)
     try:
-        return reader.header(path)
-    except ImageReadError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the contract: only ImageReadError escapes
-        raise CorruptFileError(path, _one_line(exc)) from exc
+        reader = reader_for(path)
+        try:
+            header = reader.header(path)
+        except (ImageReadError, KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - the contract: only ImageReadError escapes
+            raise CorruptFileError(text, _one_line(exc)) from exc
+    except ImageReadError as exc:
+        raise _as_text(exc, text) from exc.__cause__
+    header.path = text
+    return header
 
 
 def iter_images(
@@ -181,28 +202,36 @@ def iter_images(
     decoded.
 
     Args:
-        path: The file.
+        path: The file, or its text form as written in an output
+            (:func:`~hypermodal.common.paths.local_path`).
         indices: 0-based image numbers wanted, yielded in the order given.
 
     Returns:
         An iterator of ``(index, float32 2D array)``.
 
     Raises:
-        UnsupportedFileError: Not a recognised format (at the call) or unreadable content.
+        UnsupportedFileError: Not a recognised format or not a regular file (at the call), or
+            unreadable content.
         CorruptFileError: Any failure while reading, with a one-line reason.
         IndexError: An index out of range (raised before anything is decoded).
     """
-    path = Path(path)
-    reader = reader_for(path)
-    return _guarded(reader, path, None if indices is None else list(indices))
+    text = path_text(path)
+    path = local_path(path)
+    try:
+        reader = reader_for(path)
+    except ImageReadError as exc:
+        raise _as_text(exc, text) from None
+    return _guarded(reader, path, text, None if indices is None else list(indices))
 
 
 def _guarded(
-    reader: Reader, path: Path, indices: list[int] | None
+    reader: Reader, path: Path, text: str, indices: list[int] | None
 ) -> Iterator[tuple[int, np.ndarray]]:
     try:
         yield from reader.images(path, indices)
-    except (ImageReadError, IndexError):
+    except ImageReadError as exc:
+        raise _as_text(exc, text) from exc.__cause__
+    except (IndexError, KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
-    except Exception as exc:  # noqa: BLE001 - the contract: only ImageReadError escapes
-        raise CorruptFileError(path, _one_line(exc)) from exc
+    except BaseException as exc:  # noqa: BLE001 - the contract: only ImageReadError escapes
+        raise CorruptFileError(text, _one_line(exc)) from exc

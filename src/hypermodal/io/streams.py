@@ -1,5 +1,7 @@
 """Files whose content may be compressed: the first bytes of the content, opening and closing.
 
+:func:`check_regular` refuses FIFOs, sockets, devices and directories from their status, before
+anything opens them (every reader goes through it);
 :func:`read_head` gives the first bytes of a file's content (decompressed first when the file
 is gzip-compressed) for sniffing; :func:`open_content` opens a file transparently un-gzipping
 it; :func:`close_stream` closes a decompressing stream together with the file under it.
@@ -8,6 +10,8 @@ it; :func:`close_stream` closes a decompressing stream together with the file un
 from __future__ import annotations
 
 import gzip
+import os
+import stat
 import zlib
 from pathlib import Path
 from typing import IO, BinaryIO, cast
@@ -15,10 +19,43 @@ from typing import IO, BinaryIO, cast
 from hypermodal.common.errors import CorruptFileError, UnsupportedFileError
 from hypermodal.io.constants import GZIP_MAGIC
 
-__all__ = ["HEAD_SIZE", "close_stream", "open_content", "read_head"]
+__all__ = ["HEAD_SIZE", "check_regular", "close_stream", "open_content", "read_head"]
 
 #: How many leading bytes (after gzip decompression) readers get to sniff.
 HEAD_SIZE = 1024
+
+
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def check_regular(path: Path | str) -> None:
+    """Refuse anything but a regular file (or a link to one), from its status alone.
+
+    A FIFO blocks whoever opens it until a writer comes, a device may never end or act when
+    opened: neither is ever opened here.
+
+    Args:
+        path: The path.
+
+    Raises:
+        UnsupportedFileError: A directory, FIFO, socket or device.
+        CorruptFileError: The path cannot be looked up (missing, a broken link, no permission).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise CorruptFileError(path, f"cannot read file ({exc.strerror or exc})") from None
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise UnsupportedFileError(path, "a directory, not a file")
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    raise UnsupportedFileError(path, f"{kind}, not a regular file: not opened")
 
 
 def read_head(path: Path | str, size: int = HEAD_SIZE) -> tuple[bytes, bool]:
@@ -32,10 +69,11 @@ def read_head(path: Path | str, size: int = HEAD_SIZE) -> tuple[bytes, bool]:
         ``(head, gzipped)``; for a gzip file ``head`` holds the first decompressed bytes.
 
     Raises:
-        UnsupportedFileError: The path is a directory.
+        UnsupportedFileError: The path is a directory, FIFO, socket or device.
         CorruptFileError: The file cannot be read, or is a gzip file whose start is damaged.
     """
     path = Path(path)
+    check_regular(path)
     try:
         with open(path, "rb") as fp:
             raw = fp.read(size)
@@ -68,8 +106,10 @@ def open_content(path: Path) -> tuple[BinaryIO, bool]:
         ``(stream, gzipped)``; close the stream with :func:`close_stream`.
 
     Raises:
+        UnsupportedFileError: A directory, FIFO, socket or device (never opened).
         OSError: The file cannot be opened or read.
     """
+    check_regular(path)
     raw = open(path, "rb")  # noqa: SIM115 - returned to the caller
     try:
         magic = raw.read(2)

@@ -24,19 +24,26 @@ import numpy as np
 import pandas as pd
 
 from hypermodal.common.engines import Engine, engine_scope
-from hypermodal.common.files import atomic_path, write_text_atomic
+from hypermodal.common.files import atomic_path, reserve_space, write_text_atomic
+from hypermodal.common.isolation import DecodeLimits, map_chunks
 from hypermodal.common.progress import progress_bar
 from hypermodal.common.rejects import write_errors
 from hypermodal.evidence.features import STAT_NAMES
 from hypermodal.labels import ClassVocabulary
 from hypermodal.preprocess import PreprocessConfig
-from hypermodal.store.chunks import LazyItems, build_chunk, chunk_bounds, chunk_files
+from hypermodal.store.chunks import (
+    LazyItems,
+    build_chunk,
+    chunk_bounds,
+    chunk_files,
+    merge_files,
+    one_file_chunks,
+)
 from hypermodal.store.format import (
     ERRORS_FILE,
     IMAGES_FILE,
     JOURNAL_DIR,
     MANIFEST_FILE,
-    META_FILE,
     PLAN_FILE,
     STATS_COLUMN,
     StoreError,
@@ -45,6 +52,7 @@ from hypermodal.store.format import (
     write_meta,
     write_rows,
 )
+from hypermodal.store.lock import store_folder
 from hypermodal.store.reader import SliceStore
 
 log = logging.getLogger(__name__)
@@ -164,8 +172,13 @@ def _run_chunks(
     ray_address: str | None,
     on_chunk: Callable[[int], None] | None,
     bar: Any,
+    limits: DecodeLimits | None = None,
 ) -> int:
-    """Build the chunks ``todo`` on the engine, journaling each; return the workers used."""
+    """Build the chunks ``todo`` on the engine, journaling each; return the workers used.
+
+    A chunk whose worker died is decoded again one file at a time (:func:`map_chunks`): only
+    the file that killed it fails, with the reason, and its rows are zeros.
+    """
     journal = out / JOURNAL_DIR
     n, size = len(plan), preprocess.size
     # the column's own array (Arrow strings), not one Python str per row: sliced per chunk
@@ -187,13 +200,13 @@ def _run_chunks(
         if on_chunk is not None:
             on_chunk(int(result["chunk"]))
 
-    with engine_scope(engine, workers=workers, address=ray_address) as runner:
+    with engine_scope(engine, workers=workers, address=ray_address, limits=limits) as runner:
         in_place = runner.shares_filesystem
         images_path = str(out / IMAGES_FILE) if in_place else ""
         work = LazyItems(len(todo), lambda k: chunk_args(todo[k], images_path))
         fd = None if in_place else os.open(out / IMAGES_FILE, os.O_WRONLY)
         try:
-            for _, result in runner.map_unordered(build_chunk, work):
+            for _, result in map_chunks(runner, build_chunk, work, one_file_chunks, merge_files):
                 record(result, fd)
         finally:
             if fd is not None:
@@ -214,31 +227,84 @@ def build_store(
     engine: str | Engine = "local",
     ray_address: str | None = None,
     on_chunk: Callable[[int], None] | None = None,
+    replace: bool = False,
+    limits: DecodeLimits | None = None,
 ) -> StoreSummary:
     """Preprocess every row of ``selected`` (catalog rows with ``split``) into a store at ``out``.
 
     Resumable: the plan and a preallocated ``images.u8`` are written first; each finished chunk
     leaves a journal marker after its pixels are flushed, so a rerun redoes only unfinished
-    chunks. ``store.json`` is written last. A finished store at ``out`` is an error.
+    chunks. ``store.json`` is written last. A finished store at ``out`` is an error, unless
+    ``replace`` (then it is removed and built anew).
+
+    Before anything is decoded, :func:`~hypermodal.store.lock.store_folder` checks that ``out``
+    can be written and takes its exclusive lock (a second build into it fails at once and
+    changes nothing) and the temporary files of a killed build are removed; then the disk space
+    of ``images.u8`` is allocated, so a full disk is reported there, not by a decoding worker.
 
     ``engine`` is ``"local"`` (process pool of ``workers`` writing into the memory map),
     ``"ray"`` (Ray Data: a local Ray instance, or the cluster at ``ray_address``; workers return
     pixels and this process writes them), or an :class:`~hypermodal.common.engines.Engine` the
-    caller owns. The store is byte-for-byte the same with either.
+    caller owns. The store is byte-for-byte the same with either. ``limits`` bound each local
+    worker (time per file, memory ceiling; default
+    :class:`~hypermodal.common.isolation.DecodeLimits`): a file that crashes its worker or goes
+    past them fails with the reason, and the build goes on.
 
     ``on_chunk(chunk_id)`` is called in this process after each chunk is journaled (progress
     reporting; an exception raised there stops the build as an interruption would, and a rerun
     resumes after the chunks journaled so far).
+
+    Raises:
+        OutputError: ``out`` is a file, or cannot be written.
+        LockedError: another build holds ``out``'s lock.
+        DiskFullError: the disk cannot hold ``images.u8`` (or filled up while writing).
+        StoreError: ``out`` already holds a finished store and ``replace`` is False.
     """
     start = time.perf_counter()
     out = Path(out)
     preprocess = preprocess or PreprocessConfig()
-    if (out / META_FILE).exists():
-        raise StoreError(f"{out} already holds a finished store; remove it or pass --force")
     plan, plan_hash = _labelled_plan(selected, vocabulary, preprocess.size)
+    with store_folder(out, replace):
+        _start_or_resume(out, plan, plan_hash, preprocess)
+        reserve_space(out / IMAGES_FILE, len(plan) * preprocess.size * preprocess.size)
+        return _build(
+            out,
+            plan,
+            plan_hash,
+            vocabulary,
+            preprocess,
+            split_hash,
+            workers,
+            chunk_images,
+            progress,
+            extra_meta,
+            engine,
+            ray_address,
+            on_chunk,
+            start,
+            limits,
+        )
+
+
+def _build(
+    out: Path,
+    plan: pd.DataFrame,
+    plan_hash: str,
+    vocabulary: ClassVocabulary,
+    preprocess: PreprocessConfig,
+    split_hash: str,
+    workers: int | None,
+    chunk_images: int,
+    progress: bool,
+    extra_meta: dict[str, Any] | None,
+    engine: str | Engine,
+    ray_address: str | None,
+    on_chunk: Callable[[int], None] | None,
+    start: float,
+    limits: DecodeLimits | None = None,
+) -> StoreSummary:
+    """The build proper, under the folder's lock, once the plan and ``images.u8`` are in place."""
     n = len(plan)
-    out.mkdir(parents=True, exist_ok=True)
-    _start_or_resume(out, plan, plan_hash, preprocess)
     journal = out / JOURNAL_DIR
     bounds = chunk_bounds(plan["path"].array, chunk_images)
     done = {int(p.stem.split("-")[1]) for p in journal.glob("chunk-*.json")}
@@ -252,7 +318,7 @@ def build_store(
         used_workers = engine.workers
     if todo:
         used_workers = _run_chunks(
-            out, plan, bounds, todo, preprocess, engine, workers, ray_address, on_chunk, bar
+            out, plan, bounds, todo, preprocess, engine, workers, ray_address, on_chunk, bar, limits
         )
     bar.close()
 

@@ -2,7 +2,8 @@
 
 The format (and the reader, :func:`hypermodal.inference.read_checkpoint`) is described in
 :mod:`hypermodal.inference.model`. Files are written to a temporary name and renamed, so a crash
-never leaves half a checkpoint.
+never leaves half a checkpoint; each carries the digest of its tensors
+(:mod:`hypermodal.inference.integrity`), which the reader verifies.
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ import torch
 from torch import nn
 
 from hypermodal.common.files import atomic_path
+from hypermodal.inference.integrity import DIGEST_KEY, tensor_digest
 from hypermodal.inference.model import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 
 __all__ = ["cpu_state_dict", "save_checkpoint", "to_cpu"]
 
 
 def save_checkpoint(path: Path | str, payload: dict[str, Any]) -> None:
-    """Write ``payload`` atomically with ``torch.save`` (temporary file, fsync, rename)."""
+    """Write ``payload`` atomically with ``torch.save`` (temporary file, fsync, rename), with
+    the format keys and the digest of its tensors (any digest it carried is replaced)."""
     payload = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, **payload}
+    payload[DIGEST_KEY] = tensor_digest(payload)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 

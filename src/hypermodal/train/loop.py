@@ -73,8 +73,8 @@ def train(
         config: training settings; ``None`` = :class:`TrainConfig` defaults, or, with
             ``resume=True``, the config saved in ``last.pt``.
         resume: continue from ``out_dir/checkpoints/last.pt`` (optimizer, scheduler, RNG and
-            history restored; stops at the same epoch count). Starts a fresh run when there is
-            no ``last.pt`` yet. Only the fields in
+            history restored; stops at the same epoch count); without a ``last.pt`` there is
+            nothing to resume, which is an error. Only the fields in
             :data:`~hypermodal.train.config.RESUMABLE_FIELDS` may differ from the saved config.
         progress: tqdm progress bars (only when stderr is a terminal).
         on_epoch_end: called with the epoch's history row after its checkpoints are written.
@@ -89,7 +89,7 @@ def train(
         ``resumed_from_step``, ``num_train_images``, ``num_val_images``, ``notes``.
 
     Raises:
-        ResumeError: resuming with a different split hash or recipe.
+        ResumeError: resuming with nothing to resume, or with a different split hash or recipe.
         FileExistsError: ``out_dir`` already holds a run and ``resume`` is False.
         ValueError: the store has no training images.
         RuntimeError: the training loss became NaN/inf (last.pt keeps the previous epoch).

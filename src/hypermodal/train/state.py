@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from hypermodal.common.errors import ResumeError
-from hypermodal.common.files import write_text_atomic
+from hypermodal.common.files import remove_stale_temps, write_text_atomic
 from hypermodal.inference.model import read_checkpoint
 from hypermodal.train.checkpoint import save_checkpoint
 from hypermodal.train.config import (
@@ -83,11 +83,17 @@ def read_resume_state(
     Returns:
         ``(state, config)``: ``state`` is ``None`` for a new run (``config`` then as given).
 
+    Temporary files a killed run left in the run folder and its checkpoint folder are removed
+    first.
+
     Raises:
-        ResumeError: the split, the classes or the recipe differ from the checkpoint's.
+        ResumeError: ``resume`` but there is no ``last_path`` to resume from, or the split, the
+            classes or the recipe differ from the checkpoint's.
         FileExistsError: the folder holds a run and ``resume`` is False.
     """
     out_dir = last_path.parent.parent
+    for stale in remove_stale_temps(out_dir) + remove_stale_temps(last_path.parent):
+        log.info("removed %s, left by an interrupted run", stale)
     if resume and last_path.exists():
         state = read_checkpoint(last_path)
         if state["split_hash"] != store.split_hash:
@@ -103,8 +109,11 @@ def read_resume_state(
             )
         return state, check_resume_config(TrainConfig.from_dict(state["config"]), config)
     if resume:
-        log.info("no %s yet: starting a new run in %s", last_path, out_dir)
-    elif last_path.exists():
+        raise ResumeError(
+            f"nothing to resume in {out_dir}: there is no {last_path} yet (a run writes it when "
+            "its first epoch or checkpoint step is done); start a new run without resume"
+        )
+    if last_path.exists():
         raise FileExistsError(
             f"{out_dir} already holds a training run; pass resume=True to continue it or "
             "choose another output folder"

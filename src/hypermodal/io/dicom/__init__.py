@@ -18,6 +18,12 @@ pydicom's decoder. Both give exactly what the general path gives (``DicomReader(
 ``tests/io/test_dicom_fastpath.py`` compares them); anything unusual (big endian, deflate, a
 modality LUT, functional groups, a zero-length number, tags out of order) takes the general path.
 
+Sizes are checked before anything is allocated or decoded (:mod:`~hypermodal.io.dicom.sizes`):
+NumberOfFrames against the pixel data length or the fragments, the JPEG / JPEG-LS / JPEG 2000
+codestream's own size against Rows/Columns, one frame against
+:attr:`~hypermodal.io.limits.Limits.max_image_bytes`; a decoder's panic becomes a
+:class:`~hypermodal.common.errors.CorruptFileError`.
+
 Each frame becomes a ``float32`` 2D array in modality units: modality LUT applied, MONOCHROME1
 inverted within the modality range, colour converted to grey (see
 :mod:`~hypermodal.io.dicom.pixels`).

@@ -26,6 +26,7 @@ from hypermodal.io.dicom.tags import (
     PixelElement,
     raw_value,
 )
+from hypermodal.io.limits import current_limits
 
 _PLAIN_SYNTAXES = {
     "1.2.840.10008.1.2": True,  # implicit VR little endian
@@ -138,6 +139,19 @@ def _walk_file_meta(buf: bytes) -> tuple[int, str | None] | None:
                 raise _NeedMore
             ts = buf[start : start + length].rstrip(b"\x00 ").decode("ascii", "replace")
         pos = start + length
+
+
+def dataset_start(buf: bytes) -> int | None:
+    """Offset of the first data element after the preamble and file meta held in ``buf``.
+
+    Returns:
+        The offset, or None when the file meta is unusual or runs past ``buf``.
+    """
+    try:
+        meta = _walk_file_meta(buf)
+    except (_NeedMore, struct.error):
+        return None
+    return None if meta is None else meta[0]
 
 
 def _walk_explicit(buf: bytes, pos: int, tags: frozenset[int]) -> _Found | None:
@@ -264,6 +278,8 @@ def parse_plain(fp: IO[bytes], tags: list[int]) -> tuple[dict[str, Any], UID, Pi
             if len(buf) < size:  # the whole file is in buf: it is truncated; pydicom says how
                 return None
             size *= 8
+            if size > current_limits().max_header_bytes:  # pydicom reads it, with its guard
+                return None
             fp.seek(0)
             continue
         if found is None:

@@ -6,6 +6,14 @@ truncated pixel data element is noticed without decoding anything. Only the elem
 reader uses are kept while parsing (``specific_tags``). A plain little-endian file with a
 preamble is first tried with the direct header walk of
 :mod:`hypermodal.io.dicom.fast_header`; everything else goes through pydicom.
+
+The parse is bounded: zero bytes (or command elements) where data elements should be are
+refused at once, and a header that runs past
+:attr:`~hypermodal.io.limits.Limits.max_header_bytes` or 100,000 elements without reaching its
+pixel data is given up (200 MB of zeros after a preamble took pydicom ~70 s). Before anything is
+decoded the image attributes are checked: Rows × Columns × frames × samples × bits against the
+native pixel data length, and NumberOfFrames and each codestream's own size against the
+encapsulated fragments (:mod:`~hypermodal.io.dicom.sizes`).
 """
 
 from __future__ import annotations
@@ -16,17 +24,18 @@ import struct
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.filereader import read_dataset
+from pydicom.filereader import read_dataset, read_partial
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from hypermodal.common.errors import CorruptFileError, UnsupportedFileError
 from hypermodal.io.dicom.codec import check_codec
-from hypermodal.io.dicom.fast_header import parse_plain
+from hypermodal.io.dicom.fast_header import dataset_start, parse_plain
+from hypermodal.io.dicom.sizes import check_frames, check_image_attributes, iter_fragments
 from hypermodal.io.dicom.sniff import sniff_dicom
 from hypermodal.io.dicom.tags import PIXEL_ELEMENTS, PixelElement, header_values
+from hypermodal.io.limits import current_limits
 from hypermodal.io.streams import close_stream, open_content
 
 try:  # private, but what pydicom.pixels itself uses; without it every read goes through dcmread
@@ -41,8 +50,54 @@ _NO_META_SYNTAX = {  # (implicit VR, little endian) -> transfer syntax, for file
 }
 
 
-def _at_pixel_data(tag: Any, vr: str | None, length: int) -> bool:
-    return int(tag) in (0x7FE00010, 0x7FE00008, 0x7FE00009)
+#: top-level data elements a header may have before its pixel data (real ones: a few hundred)
+_MAX_ELEMENTS = 100_000
+_PIXEL_TAG_SET = frozenset((0x7FE00010, 0x7FE00008, 0x7FE00009))
+
+
+class _HeaderProblem(Exception):
+    """The header cannot be a header: it runs past the limits, or holds zero bytes."""
+
+
+class _StopAtPixels:
+    """pydicom's ``stop_when``: stop at the pixel data element; give up on a header that holds
+    an element of group 0000 (zero bytes: 200 MB of them parse as 26 million empty elements;
+    command elements never belong in a stored file) or runs past
+    :attr:`~hypermodal.io.limits.Limits.max_header_bytes` or :data:`_MAX_ELEMENTS` top-level
+    elements."""
+
+    def __init__(self, fp: IO[bytes]) -> None:
+        self.fp = fp
+        self.limit = current_limits().max_header_bytes
+        self.count = 0
+
+    def __call__(self, tag: Any, vr: str | None, length: int) -> bool:
+        tag = int(tag)
+        if tag in _PIXEL_TAG_SET:
+            return True
+        self.count += 1
+        if tag >> 16 == 0:
+            raise _HeaderProblem("zero bytes (group 0000) where a data element should be")
+        if self.count > _MAX_ELEMENTS:
+            raise _HeaderProblem(f"more than {_MAX_ELEMENTS} data elements before the pixel data")
+        if self.count % 256 == 0 and self.fp.tell() > self.limit:
+            raise _HeaderProblem(f"no pixel data within the first {self.limit} bytes")
+        return False
+
+
+def _dataset_start_problem(head: bytes) -> str | None:
+    """Why the bytes where a file's data elements start cannot start a dataset (None: fine)."""
+    pos = dataset_start(head) if head[128:132] == b"DICM" else 0
+    if pos is None:
+        return None  # a long or unusual file meta: pydicom reads it
+    first = head[pos : pos + 8]
+    if len(first) < 8:
+        return None
+    if first == bytes(8):
+        return f"zero bytes where the data elements should start (byte {pos})"
+    if first[:2] == b"\x00\x00":
+        return f"command elements (group 0000) where the data elements should start (byte {pos})"
+    return None
 
 
 def _read_fast(fp: BinaryIO, tags: list[int]) -> Dataset | None:
@@ -71,7 +126,7 @@ def _read_fast(fp: BinaryIO, tags: list[int]) -> Dataset | None:
     if not usable:
         fp.seek(0)
         return None
-    ds = read_dataset(fp, implicit, little, stop_when=_at_pixel_data, specific_tags=tags)
+    ds = read_dataset(fp, implicit, little, stop_when=_StopAtPixels(fp), specific_tags=tags)
     ds.file_meta = file_meta
     return ds
 
@@ -141,6 +196,9 @@ class OpenedFile:
         path: The file (may be gzip-compressed).
         tags: The tags to keep (``HEADER_TAGS`` or ``PIXEL_TAGS``).
         fast_path: Try the direct header walk first (plain, uncompressed files only).
+        every_frame: Check the codestream header of every encapsulated frame against the
+            header (to decode them); else of the first only (for the header, which the decode
+            checks again).
 
     Attributes:
         fp: The open file, positioned at the pixel data value (not for deflated files).
@@ -158,9 +216,12 @@ class OpenedFile:
         CorruptFileError: Truncated or malformed file.
     """
 
-    def __init__(self, path: Path, tags: list[int], *, fast_path: bool = True) -> None:
+    def __init__(
+        self, path: Path, tags: list[int], *, fast_path: bool = True, every_frame: bool = True
+    ) -> None:
         self.path = path
         self.tags = tags
+        self.every_frame = every_frame
         try:
             self.fp, self.gzipped = open_content(path)
         except OSError as exc:
@@ -181,6 +242,9 @@ class OpenedFile:
             raise UnsupportedFileError(path, "empty file")
         if not sniff_dicom(head):
             raise UnsupportedFileError(path, "not a DICOM file")
+        problem = _dataset_start_problem(head)
+        if problem is not None:
+            raise CorruptFileError(path, problem)
         self.fast = False
         self.v: dict[str, Any]
         if fast_path and not self.gzipped:
@@ -199,12 +263,14 @@ class OpenedFile:
         fp.seek(0)
         try:
             ds = _read_fast(fp, self.tags)
-            if ds is None:  # not a plain DICOM file: let dcmread sort it out
-                ds = pydicom.dcmread(
-                    fp, stop_before_pixels=True, force=True, specific_tags=self.tags
+            if ds is None:  # not a plain DICOM file: let pydicom sort it out
+                ds = read_partial(
+                    fp, stop_when=_StopAtPixels(fp), force=True, specific_tags=self.tags
                 )
         except InvalidDicomError as exc:
             raise UnsupportedFileError(path, f"not a DICOM file ({exc})") from None
+        except _HeaderProblem as exc:
+            raise CorruptFileError(path, f"malformed header: {exc}") from None
         except (EOFError, OSError, struct.error, gzip.BadGzipFile) as exc:
             raise CorruptFileError(path, f"truncated or malformed header ({exc})") from None
         self.ds = ds
@@ -244,10 +310,17 @@ class OpenedFile:
             raise UnsupportedFileError(path, "no pixel data")
         if v.get("Rows") is None or v.get("Columns") is None:
             raise CorruptFileError(path, "pixel data without Rows/Columns")
+        check_image_attributes(path, v)
         self.frames = _frame_count(v, path)
         if self.pixel is not None and not self.pixel.encapsulated:
             self._check_native_length()
         check_codec(path, self.ts, v)
+        fragments = None
+        if self.pixel is not None and self.pixel.encapsulated:
+            size = None if self.gzipped else os.fstat(self.fp.fileno()).st_size
+            start = self.pixel.value_offset
+            fragments = iter_fragments(self.fp, path, start, size, self.every_frame)
+        check_frames(path, v, self.frames, fragments)
 
     def _check_native_length(self) -> None:
         """Catch truncated native pixel data from the element length and the file size."""

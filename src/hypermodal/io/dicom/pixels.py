@@ -36,6 +36,10 @@ _ATTRIBUTE_ERRORS = (ValueError, TypeError, AttributeError, KeyError)
 NativeLayout = tuple[np.dtype, int, int, int]
 
 
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
+
+
 def _invalid_attributes(path: Path, exc: Exception) -> CorruptFileError:
     return CorruptFileError(path, f"invalid pixel attributes ({type(exc).__name__}: {exc})")
 
@@ -276,6 +280,12 @@ def decode_frames(opened: OpenedFile, wanted: list[int]) -> Iterator[tuple[int, 
             raise
         except (ValueError, RuntimeError, EOFError, OSError, struct.error) as exc:
             raise decode_error(path, ts, exc) from None
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a native decoder's panic (pyo3)
+            raise CorruptFileError(
+                path, f"the {ts.name} decoder failed ({type(exc).__name__}: {_short(exc)})"
+            ) from None
         photometric = str(meta.get("photometric_interpretation", transform.photometric))
         try:
             image = transform(arr, index, photometric)

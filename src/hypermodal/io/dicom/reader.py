@@ -68,7 +68,7 @@ class DicomReader:
             CorruptFileError: Truncated or malformed file.
         """
         path = Path(path)
-        opened = OpenedFile(path, HEADER_TAGS, fast_path=self.fast_path)
+        opened = OpenedFile(path, HEADER_TAGS, fast_path=self.fast_path, every_frame=False)
         try:
             return _header_from(opened)
         finally:
