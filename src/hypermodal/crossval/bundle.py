@@ -106,6 +106,20 @@ def write_model_card(card: Path, metrics: dict[str, Any], report: str, datasets:
     limits += [
         f"{note[0].upper()}{note[1:]}." for note in metrics["notes"] if "no real" not in note
     ]
+    for mode, scores in metrics["modes"].items():
+        value = scores.get("balanced_accuracy_datasets")
+        if mode != "header" and value is not None and value < 0.6:
+            limits.append(
+                f"The {mode} evidence alone scores {100 * value:.1f} % balanced accuracy "
+                "(datasets) on unseen datasets: it does not generalise from this corpus, and the "
+                "fitted fusion gives it the weight that earns."
+            )
+    wrong = datasets[datasets["fused"] < 0.5] if "fused" in datasets else datasets.iloc[:0]
+    if len(wrong):
+        names = ", ".join(
+            f"{r.dataset} ({r.label} as {r.fused_prediction})" for r in wrong.itertuples()
+        )
+        limits.append(f"Real datasets the fused model gets mostly wrong when unseen: {names}.")
     limits.append(
         "The corpus is a few thousand images from a few dozen acquisitions in PyPI packages, "
         "mostly heads; anatomy, scanners and export pipelines outside it may fail."
