@@ -23,6 +23,7 @@ import torch
 
 from hypermodal.default_model import MODEL_PATH
 from hypermodal.inference import predict
+from hypermodal.train.checkpoint import save_checkpoint
 
 
 def main() -> None:
@@ -42,8 +43,9 @@ def main() -> None:
             gather_samples(inputs, progress=False)
         data = torch.load(args.model, map_location="cpu", weights_only=True)
         data.pop("evidence", None)
+        data.pop("tensor_digest", None)
         pixels_only = tmp_path / "pixels-only.pt"
-        torch.save(data, pixels_only)
+        save_checkpoint(pixels_only, data)  # a new tensor digest for what is left
         variants = {"pixels only": pixels_only, "fused": args.model}
         rates: dict[str, list[float]] = {name: [] for name in variants}
         images = 0
