@@ -148,10 +148,11 @@ def test_saved_evidence_predicts(runs: dict, evidence_store: SliceStore, tmp_pat
 @pytest.mark.slow
 def test_pixels_recipe_unchanged_and_resume_adds_evidence_at_the_end(runs: dict) -> None:
     pixels = runs["pixels"]
-    assert set(pixels) == {  # the paper's checkpoint, and the simulated share: nothing else
+    assert set(pixels) == {  # the paper's checkpoint, its simulated share and digest only
         *("format", "format_version", "model_name", "num_classes", "in_chans", "vocabulary"),
         *("preprocess", "train_size", "config", "resolved_config", "store_path", "split_hash"),
         *("versions", "simulated_share", "epoch", "history", "best", "model_state"),
+        "tensor_digest",
     }
     assert pixels["config"]["evidence"] == "pixels"
     assert pixels["simulated_share"] == pytest.approx(10 / 12, abs=1e-6)
