@@ -83,6 +83,8 @@ def test_files_are_readable(simulated):
             elif name.startswith("sim-pet"):
                 assert header.modality == "PT" or header.format == "nifti"
                 assert image.min() >= 0
+            elif name.startswith("sim-ct"):
+                assert header.format == "nifti" and header.modality is None
             else:
                 assert header.format == "raster" and path.suffix in (".png", ".jpg")
                 assert 0 <= image.min() and image.max() <= 255
