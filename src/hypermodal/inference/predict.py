@@ -23,7 +23,7 @@ import pandas as pd
 
 from hypermodal.catalog import SKIP_NAMES
 from hypermodal.common.engines import Engine, engine_scope
-from hypermodal.common.files import atomic_path
+from hypermodal.common.files import atomic_path, remove_stale_temps
 from hypermodal.common.isolation import Crashed, DecodeLimits, failure_reason, heartbeat
 from hypermodal.common.paths import local_path, path_text
 from hypermodal.common.progress import progress_bar
@@ -351,8 +351,12 @@ def predict(
     summary.images = len(table)
     summary.per_class = {c: int(n) for c, n in table["prediction"].value_counts().items()}
     summary.conflicts = int((table["agreement"] == "conflict").sum()) if len(table) else 0
+    errors_out = out.with_name(out.name + ".errors.jsonl")
+    own = [out.name, errors_out.name] + ([Path(series_out).name] if series_out else [])
+    for stale in remove_stale_temps(out.parent, own):  # left by a killed earlier run
+        log.info("removed %s, left by a killed run", stale)
     write_table(table, out)
-    write_errors(out.with_name(out.name + ".errors.jsonl"), errors)
+    write_errors(errors_out, errors)
     s = series_table(table, classes) if len(table) else pd.DataFrame()
     summary.series = len(s)
     if series_out is not None:
