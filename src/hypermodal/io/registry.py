@@ -188,7 +188,8 @@ def read_header(path: Path | str) -> FileHeader:
             raise CorruptFileError(text, _one_line(exc)) from exc
     except ImageReadError as exc:
         raise _as_text(exc, text) from exc.__cause__
-    if header.num_images < 1 or header.rows < 1 or header.columns < 1:
+    extent = (header.num_images, header.rows, header.columns)
+    if min(extent) < 1 or max(extent) > 2**31 - 1:
         raise CorruptFileError(
             text,
             f"header describes no image ({header.num_images} image(s) of "
