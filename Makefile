@@ -12,7 +12,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch/torchvision pinned; pip takes them from this machine kind's local wheel cache
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[test]'
+	# everything: training (PyTorch, ONNX export) and the tests; `pip install .` alone is the
+	# light install (ONNX Runtime, no PyTorch)
+	$(PY) -m pip install -q -e '.[train,test]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -29,9 +31,12 @@ test-fast: $(STAMP)
 
 # The bundled default model and its model card: cross-validation by dataset on the bundled
 # corpus and its simulations, then the final model trained on everything (about 15 min on 2 cores).
+# crossval writes the PyTorch checkpoint and its ONNX bundle; only the bundle (and card) ship.
 default-model: $(STAMP)
 	$(VENV)/bin/hypermodal crossval --out runs/default \
-	    --save-model src/hypermodal/default_model/hypermodal-default.pt
+	    --save-model runs/default/model/hypermodal-default.pt
+	cp runs/default/model/hypermodal-default.onnx.zip runs/default/model/MODEL_CARD.md \
+	    src/hypermodal/default_model/
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

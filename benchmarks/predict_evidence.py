@@ -19,11 +19,10 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import torch
-
 from hypermodal.default_model import MODEL_PATH
 from hypermodal.inference import predict
-from hypermodal.train.checkpoint import save_checkpoint
+from hypermodal.inference.backends import is_onnx_bundle
+from hypermodal.inference.onnx_bundle import read_bundle, write_bundle
 
 
 def main() -> None:
@@ -41,18 +40,33 @@ def main() -> None:
 
             inputs = tmp_path / "samples"
             gather_samples(inputs, progress=False)
-        data = torch.load(args.model, map_location="cpu", weights_only=True)
-        data.pop("evidence", None)
-        data.pop("tensor_digest", None)
-        pixels_only = tmp_path / "pixels-only.pt"
-        save_checkpoint(pixels_only, data)  # a new tensor digest for what is left
+        if is_onnx_bundle(args.model):  # the bundled model: an ONNX bundle
+            bundle = read_bundle(args.model)
+            bundle.meta["evidence"] = None
+            pixels_only = tmp_path / "pixels-only.onnx.zip"
+            write_bundle(pixels_only, bundle)  # a new content digest for what is left
+        else:
+            import torch
+
+            from hypermodal.train.checkpoint import save_checkpoint
+
+            data = torch.load(args.model, map_location="cpu", weights_only=True)
+            data.pop("evidence", None)
+            data.pop("tensor_digest", None)
+            pixels_only = tmp_path / "pixels-only.pt"
+            save_checkpoint(pixels_only, data)  # a new tensor digest for what is left
         variants = {"pixels only": pixels_only, "fused": args.model}
         rates: dict[str, list[float]] = {name: [] for name in variants}
         images = 0
         for _ in range(args.repeats):
             for name, ckpt in variants.items():
                 s = predict(
-                    [inputs], ckpt, tmp_path / "p.parquet", workers=args.workers, progress=False
+                    [inputs],
+                    ckpt,
+                    tmp_path / "p.parquet",
+                    slices=None,  # every image: the rate of the models, not of sampling
+                    workers=args.workers,
+                    progress=False,
                 )
                 rates[name].append(s.images_per_second)
                 images = s.images

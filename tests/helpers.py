@@ -178,3 +178,99 @@ def make_store(
                 rows.append({"dataset": name(split, i), "label": label, "split": split})
     images_arr = np.stack(images) if images else np.zeros((0, size, size), np.uint8)
     return write_store_arrays(path, images_arr, pd.DataFrame(rows), vocab)
+
+
+# ----------------------------------------------------------------------------- a DICOM series
+def make_ct_series(
+    folder: Path,
+    n: int,
+    seed: int = 0,
+    series_uid: str = "1.2.826.0.1.3680043.8.498.1",
+    **tags: Any,
+) -> list[Path]:
+    """Write a CT series of ``n`` files: pydicom's real ``CT_small.dcm`` pixels, each file one
+    slice 2.5 mm above the last (ImagePositionPatient, InstanceNumber), saved under shuffled
+    names so that file-name order is not slice order. ``tags`` set header values on every file.
+
+    Returns:
+        The files in slice order (bottom to top).
+    """
+    import random
+
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    ds = pydicom.dcmread(pydicom_file("CT_small.dcm"))
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f"IM{k:04d}.dcm" for k in range(n)]
+    random.Random(seed).shuffle(names)
+    out: list[Path] = []
+    for i in range(n):
+        ds.SeriesInstanceUID = series_uid
+        ds.SOPInstanceUID = generate_uid(prefix="1.2.826.0.1.3680043.8.498.")
+        ds.InstanceNumber = i + 1
+        ds.ImagePositionPatient = [-125.0, -125.0, -75.0 + 2.5 * i]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        for key, value in tags.items():
+            setattr(ds, key, value)
+        ds.save_as(folder / names[i])
+        out.append(folder / names[i])
+    return out
+
+
+# ----------------------------------------------------------------------------- models
+#: real files of every family the models meet (pydicom, pydicom-data, nibabel)
+REAL_IMAGE_FILES = (
+    ("pydicom", "CT_small.dcm"),
+    ("pydicom", "MR_small.dcm"),
+    ("pydicom", "emri_small.dcm"),  # MR, 10 frames
+    ("pydicom", "RG3_J2KR.dcm"),  # CR, JPEG 2000, MONOCHROME1
+    ("pydicom", "US1_UNCR.dcm"),  # ultrasound, RGB
+    ("nibabel", "anatomical.nii"),  # MR volume
+)
+
+
+def real_model_inputs(preprocess: Any, per_file: int = 8) -> np.ndarray:
+    """uint8 model inputs from :data:`REAL_IMAGE_FILES`, prepared as ``predict`` prepares them
+    (``to_uint8`` with the model's preprocessing), at most ``per_file`` images of each file."""
+    from hypermodal.io import iter_images
+    from hypermodal.preprocess import to_uint8
+
+    images = []
+    for source, name in REAL_IMAGE_FILES:
+        path = pydicom_file(name) if source == "pydicom" else nibabel_file(name)
+        for k, (_, img) in enumerate(iter_images(path)):
+            if k >= per_file:
+                break
+            images.append(to_uint8(img, preprocess))
+    return np.stack(images)
+
+
+def checkpoint_from_bundle(
+    bundle_path: Path, out: Path, size: int | None = None, noise: float = 0.0, seed: int = 0
+) -> Path:
+    """A ``.pt`` checkpoint with the network, evidence and settings of an fp32 ONNX bundle (the
+    PyTorch form of the default model), optionally for images preprocessed to ``size`` and with
+    Gaussian ``noise`` on the weights (so that float16 no longer holds them exactly)."""
+    import torch
+
+    from hypermodal.evidence import EvidenceModel
+    from hypermodal.inference import load_model
+    from hypermodal.inference.onnx_bundle import read_bundle
+    from hypermodal.train.checkpoint import save_checkpoint
+
+    bundle = read_bundle(bundle_path)
+    net = load_model(bundle_path, backend="torch").model
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for k, v in net.state_dict().items():
+        jitter = noise and v.is_floating_point()
+        state[k] = v + noise * torch.randn(v.shape, generator=gen) if jitter else v
+    skip = ("format", "format_version", "content_digest", "onnx", "source", "int8", "evidence")
+    payload = {k: v for k, v in bundle.meta.items() if k not in skip}
+    payload["model_state"] = state
+    payload["evidence"] = EvidenceModel.from_state(bundle.evidence_state()).to_state()
+    if size is not None:
+        payload["preprocess"] = {**payload["preprocess"], "size": size}
+    save_checkpoint(out, payload)
+    return out

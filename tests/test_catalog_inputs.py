@@ -165,10 +165,18 @@ def test_predict_accounts_for_every_input(
 ) -> None:
     from hypermodal.inference import predict
 
-    out = tmp_path / "pred.csv"
+    out = tmp_path / "pred.csv"  # the series table
+    images = tmp_path / "images.csv"
     series = tmp_path / "series.parquet"
     run = lambda: predict(  # noqa: E731
-        [corpus["root"]], tiny_checkpoint, out, series_out=series, workers=1, progress=False
+        [corpus["root"]],
+        tiny_checkpoint,
+        out,
+        images_out=images,
+        series_out=series,
+        slices=None,
+        workers=1,
+        progress=False,
     )
     s = within(run, corpus["fifo"], seconds=300)
     # every file is read, hidden ones too: .DS_Store is no image, the hidden MR is predicted
@@ -176,7 +184,7 @@ def test_predict_accounts_for_every_input(
     errors = read_errors(out.with_name("pred.csv.errors.jsonl"))
     assert {Path(e["path"]).name for e in errors} == SKIPPED | {".DS_Store"}
     assert all(e["reason"] for e in errors)
-    df = pd.read_csv(out)
+    df = pd.read_csv(images)
     names = {_name(p) for p in df["path"]}
     assert names == {
         "good.dcm",

@@ -21,6 +21,7 @@ COMMANDS = [
     "train",
     "evaluate",
     "predict",
+    "sort",
     "demo",
     "info",
     "build",
@@ -30,6 +31,7 @@ COMMANDS = [
     "synth",
     "simulate",
     "crossval",
+    "export",
 ]
 #: Typer's own ``<type>`` placeholders, e.g. ``<bool>``, ``<path>``, ``<list[Path]>``
 TYPE_PLACEHOLDER = re.compile(r"<(?:bool|int|float|str|path|file|dir|directory|list\[[^\]]*\])>")

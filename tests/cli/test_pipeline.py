@@ -71,7 +71,8 @@ def test_pipeline_through_the_cli(real_corpus, tmp_path):
     pred = tmp_path / "pred.parquet"
     r = run(["predict", root / "emri", "--model", best, "--out", pred, "--no-progress"])
     assert r.exit_code == 0, r.output
-    assert len(pd.read_parquet(pred)) == 10
+    (row,) = pd.read_parquet(pred).to_dict("records")  # one series of 10 frames
+    assert row["num_images"] == 10 and row["prediction"] in ("CT", "MR", "PT", "XR", "UNKNOWN")
 
     r = run(["info", store])
     assert r.exit_code == 0 and json.loads(r.stdout)["num_images"] == expected["images"]

@@ -102,7 +102,11 @@ def _item_paths(work: Any) -> list[str]:
         return [t.path for t in work[0]]  # catalog: (tasks, vocabulary)
     if isinstance(work, tuple) and len(work) == 6:
         return [f[0] for f in work[4]]  # store: (images, n, size, chunk, files, preprocess)
-    return [work[0]]  # predict: (path, preprocess)
+    if isinstance(work, str):
+        return [work]  # predict's header pass, file by file: the path
+    if isinstance(work, list) and all(isinstance(p, str) for p in work):
+        return list(work)  # predict's header pass: a chunk of paths
+    return [work[0]]  # predict's decoding: (path, image numbers, preprocess)
 
 
 def _decode_then(fn: Callable[[Any], Any], work: Any) -> Any:

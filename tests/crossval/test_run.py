@@ -62,6 +62,10 @@ def test_saved_model_carries_every_evidence_and_a_card(run):
     assert loaded.evidence.fusion.fitted_on["fitted"]
     card = (out / "model" / "MODEL_CARD.md").read_text()
     assert "Known limits" in card and metrics["model"]["sha256"] in card
+    # its ONNX form, the one that ships: same evidence, on ONNX Runtime
+    bundle = load_model(out / "model" / "m.onnx.zip")
+    assert bundle.backend == "onnx" and bundle.evidence.info == loaded.evidence.info
+    assert metrics["model"]["onnx"]["sha256"] in card and "`m.onnx.zip`" in card
 
 
 def test_a_rerun_reuses_every_cnn_fold(run, monkeypatch):

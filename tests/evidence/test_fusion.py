@@ -198,3 +198,29 @@ def test_state_round_trip_through_json():
     np.testing.assert_allclose(a["probs"], b["probs"])
     np.testing.assert_allclose(a["image_probs"], b["image_probs"])
     assert list(fusion.labels(a["probs"])[0]) == list(again.labels(b["probs"])[0])
+
+
+def test_series_consensus_is_the_geometric_mean_of_the_series_images():
+    from hypermodal.evidence import series_consensus
+
+    p = np.array(
+        [
+            [0.7, 0.2, 0.1],  # series a
+            [0.4, 0.5, 0.1],  # series a
+            [0.1, 0.1, 0.8],  # series b
+            [1 / 3, 1 / 3, 1 / 3],  # series a, but without image evidence
+            [0.2, 0.6, 0.2],  # series c: no image evidence at all
+        ]
+    )
+    series = np.array(["a", "a", "b", "a", "c"], dtype=object)
+    rows = np.array([True, True, True, False, False])
+    out = series_consensus(p, series, rows)
+    g = np.exp(np.log(p[:2]).mean(axis=0))
+    g /= g.sum()
+    for i in (0, 1, 3):  # every image of series a, the empty one included
+        np.testing.assert_allclose(out[i], g)
+    np.testing.assert_allclose(out[2], p[2])  # a one-image series is itself
+    np.testing.assert_allclose(out[4], p[4])  # nothing to agree on: left as it was
+    assert out[0].argmax() == 0  # CT-ish and mixed slices: the series says class 0
+    np.testing.assert_allclose(series_consensus(p, None), p)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0)

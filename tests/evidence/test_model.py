@@ -167,3 +167,22 @@ def test_decide_on_no_rows(model, which):
     m = model if which == "fitted" else EvidenceModel.pixels_only(CLASSES, "none")
     table = m.decide(None, None, [], has_image=np.zeros(0, bool))
     assert list(table.columns) == COLUMNS and len(table) == 0
+
+
+def test_a_series_gets_one_answer_and_its_empty_slices_take_it(model):
+    labels = np.array(["CT", "CT", "CT", "MR", "CT", "MR"])
+    pixels = _pixels(labels, 8, accuracy=1.0)
+    features = _features(labels, 9)
+    claims = [None] * 6
+    series = np.array(["vol", "vol", "vol", "vol", "vol", "other"], dtype=object)
+    has_image = np.array([True, True, True, True, False, True])
+    each = model.decide(pixels, features, claims, has_image, series=series, consensus=False)
+    assert each.loc[3, "prediction"] == "MR" and each.loc[0, "prediction"] == "CT"
+    assert each.loc[4, "prediction"] == UNKNOWN  # an empty slice on its own: nothing to go on
+    one = model.decide(pixels, features, claims, has_image, series=series)
+    assert list(one["prediction"][:5]) == ["CT"] * 5  # the whole volume, the empty slice too
+    assert one.loc[5, "prediction"] == "MR"  # another series keeps its own answer
+    p = one[[f"p_{c}" for c in CLASSES]].to_numpy()
+    np.testing.assert_allclose(p[:5], np.repeat(p[:1], 5, axis=0), atol=1e-6)
+    assert pd.isna(one.loc[4, "feature_prediction"])  # per-image evidence stays per image
+    assert one.loc[3, "feature_prediction"] == "MR"

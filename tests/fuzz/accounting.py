@@ -28,6 +28,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from hypermodal.catalog.schema import SKIP_NAMES
+from hypermodal.io.inputs import name_matcher
 
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -64,6 +65,9 @@ def path_keys(value: Any) -> set[bytes]:
     return keys
 
 
+_SKIPPED = name_matcher(SKIP_NAMES)
+
+
 def expected_inputs(roots: Iterable[Path]) -> Inputs:
     """Walk ``roots`` the way the stages must (see the module docstring)."""
     found = Inputs()
@@ -73,7 +77,7 @@ def expected_inputs(roots: Iterable[Path]) -> Inputs:
     while stack:
         folder = stack.pop()
         for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-            if os.fsdecode(entry.name) in SKIP_NAMES:
+            if _SKIPPED(os.fsdecode(entry.name)):
                 continue
             path = entry.path
             try:
@@ -229,14 +233,21 @@ def check_store(store: Path, catalog: Path) -> list[str]:
     return problems + [f"left behind: {n}" for n in leftovers(store)]
 
 
-def check_predict(out: Path, roots: list[Path], summary: dict[str, Any]) -> list[str]:
-    """Every input is a predicted file (rows with probabilities) or an error with a reason."""
+def check_predict(
+    out: Path, roots: list[Path], summary: dict[str, Any], images: Path | None = None
+) -> list[str]:
+    """Every input is a predicted file (rows with probabilities) or an error with a reason.
+
+    ``images`` is the per-image table of a run of every image (``--all-slices``); without it
+    ``out`` is read as the rows to check.
+    """
     import numpy as np
     import pandas as pd
 
     problems: list[str] = []
     inputs = expected_inputs(roots)
-    table = pd.read_parquet(out) if out.suffix == ".parquet" else pd.read_csv(out)
+    rows = images or out
+    table = pd.read_parquet(rows) if rows.suffix == ".parquet" else pd.read_csv(rows)
     errors = side_records(out)
     row_paths, error_paths = set(table["path"]), {r["path"] for r in errors}
     missing, strangers = match(inputs, row_paths | error_paths)
@@ -246,7 +257,9 @@ def check_predict(out: Path, roots: list[Path], summary: dict[str, Any]) -> list
     if both := row_paths & error_paths:
         problems.append(f"both predicted and skipped: {ascii(sorted(both)[:5])}")
     seen = summary.get("files_seen")
-    if seen != summary.get("files_predicted", 0) + summary.get("files_skipped", 0):
+    if seen != summary.get("files_predicted", 0) + summary.get("files_skipped", 0) + summary.get(
+        "files_sampled_out", 0
+    ):
         problems.append(f"counts do not reconcile: {summary}")
     if not len(inputs.must) <= (seen or 0) <= len(inputs.must) + len(inputs.may):
         problems.append(f"files_seen {seen}, but {len(inputs.must)} inputs")

@@ -126,11 +126,15 @@ def run_store(catalog: Path, work: Path, limits: Limits, size: int = 32) -> Stag
 
 
 def run_predict(roots: list[Path], model: Path, out: Path, limits: Limits) -> StageResult:
+    """``predict`` of every image (``--all-slices``): the series table at ``out``, the image
+    table beside it (``<stem>-images<suffix>``), both checked."""
+    images = out.with_name(f"{out.stem}-images{out.suffix}")
     cmd = cli("predict", *roots, "--model", model, "--out", out, "--device", "cpu")
+    cmd += ["--images-out", images, "--all-slices"]
     cmd += ["--workers", str(limits.workers), "--no-progress"]
     result = _run("predict", cmd, limits)
     if result.outcome.rc == 0:
-        result.problems += check_predict(out, roots, result.summary)
+        result.problems += check_predict(out, roots, result.summary, images=images)
     return result
 
 

@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-import torch
 from PIL import Image
 
 from hypermodal.default_model import MODEL_CARD, MODEL_PATH
 from hypermodal.inference import load_model, predict
+from hypermodal.inference.onnx_bundle import read_bundle
 from tests.helpers import copy_into, nibabel_file, pydicom_file
 
 pytestmark = pytest.mark.skipif(not MODEL_PATH.exists(), reason="no default model built yet")
@@ -27,9 +27,10 @@ pytestmark = pytest.mark.skipif(not MODEL_PATH.exists(), reason="no default mode
 
 def test_the_default_model_ships_small_loads_safely_and_has_every_evidence():
     assert MODEL_PATH.stat().st_size <= 25 * 1024 * 1024
-    raw = torch.load(MODEL_PATH, map_location="cpu", weights_only=True)
-    assert raw["format"] == "hypermodal-checkpoint"
+    raw = read_bundle(MODEL_PATH)  # the ONNX bundle, its content digest verified
+    assert raw.meta["format"] == "hypermodal-onnx" and raw.precision == "fp32"
     loaded = load_model(MODEL_PATH)
+    assert loaded.backend == "onnx"
     assert loaded.classes == ("CT", "MR", "PT", "XR", "OTHER")
     ev = loaded.evidence
     assert ev is not None and ev.forest is not None and ev.series_forest is not None

@@ -45,7 +45,8 @@ def orthanc_binary() -> str:
 
 
 @contextmanager
-def orthanc_server(workdir: Path) -> Iterator[Orthanc]:
+def orthanc_server(workdir: Path, extra: dict | None = None) -> Iterator[Orthanc]:
+    """A real Orthanc on a free loopback port; ``extra`` adds configuration keys."""
     import requests
 
     binary = orthanc_binary()
@@ -63,6 +64,7 @@ def orthanc_server(workdir: Path) -> Iterator[Orthanc]:
         "Plugins": [str(PLUGIN)],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         "ConcurrentJobs": 1,
+        **(extra or {}),
     }
     cfg = workdir / "orthanc.json"
     cfg.write_text(json.dumps(config))

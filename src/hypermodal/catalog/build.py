@@ -52,10 +52,14 @@ from hypermodal.common.isolation import DecodeLimits, map_chunks
 from hypermodal.common.paths import local_path, path_text
 from hypermodal.common.progress import progress_bar
 from hypermodal.common.rejects import write_errors
-from hypermodal.io.inputs import Entry, FolderKey, claim_folder, walk_files
+from hypermodal.io.inputs import Entry, FolderKey, claim_folder, name_matcher, walk_files
 from hypermodal.labels import ClassVocabulary
 
 log = logging.getLogger(__name__)
+
+
+#: the names that are never inputs nor datasets (:data:`~hypermodal.catalog.schema.SKIP_NAMES`)
+_SKIPPED = name_matcher(SKIP_NAMES)
 
 
 def discover(roots: Iterable[Path | str]) -> list[FileTask]:
@@ -63,7 +67,9 @@ def discover(roots: Iterable[Path | str]) -> list[FileTask]:
 
     A root that itself holds a ``dataset.json``, or holds no folder, is one dataset; otherwise
     each sub-folder of the root is a dataset (and files beside them one more, named after the
-    root). A root may also be a single file.
+    root). A root may also be a single file. What the program itself writes there (a fetch's
+    ``.fetch/`` journal and lock, temporary files: :data:`~hypermodal.catalog.schema.SKIP_NAMES`)
+    is neither an input nor a dataset.
 
     Every entry is a task, so every input is in the accounting
     (:func:`hypermodal.io.inputs.walk_files`): links to folders are followed once; FIFOs,
@@ -86,13 +92,13 @@ def discover(roots: Iterable[Path | str]) -> list[FileTask]:
             info = DatasetInfo.from_folder(root.parent, root.parent.name or "dataset")
             tasks.append(_task(Entry(root), root.parent, info))
             continue
-        children = sorted(root.iterdir())
+        children = sorted(c for c in root.iterdir() if not _SKIPPED(c.name))
         folders = [c for c in children if c.is_dir()]
         if (root / DATASET_FILE).is_file() or not folders:
             groups = [(root, DatasetInfo.from_folder(root, root.name), False)]
         else:
             groups = [(c, DatasetInfo.from_folder(c, c.name), c.name[0] == ".") for c in folders]
-            loose = [c for c in children if not c.is_dir() and c.name not in SKIP_NAMES]
+            loose = [c for c in children if not c.is_dir()]
             info = DatasetInfo(name=path_text(root.name))
             tasks.extend(_task(Entry(p, p.name[0] == "."), root, info) for p in loose)
         # real dataset folders claim their place before links inside other datasets do

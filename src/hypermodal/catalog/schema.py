@@ -27,9 +27,30 @@ import pyarrow as pa
 from hypermodal.common.paths import path_text
 
 DATASET_FILE = "dataset.json"
-#: the metadata files of a corpus folder: never inputs, not counted (a hidden name, such as
-#: ``.DS_Store``, is counted as excluded; see :func:`hypermodal.catalog.build.discover`)
-SKIP_NAMES = {DATASET_FILE, "samples.json", "summary.json"}
+#: what the program itself writes into the folders it reads or fills (exact names or shell
+#: patterns): a fetch's state (``.fetch/``: journal.sqlite, lock, staging), a stream build's
+#: (``.build/``) and its scratch folder (``<store>.scratch/``), a store's lock, a catalog's
+#: part files (``<catalog>.parts/``), SQLite journals, and temporary files
+#: (``.<name>.<pid>.<random>.tmp`` of every atomic write, ``.<name>.part`` of a download)
+STATE_NAMES = frozenset(
+    {
+        ".fetch",
+        ".build",
+        "*.scratch",
+        ".lock",
+        "*.parquet.parts",
+        "journal.sqlite",
+        "journal.sqlite-wal",
+        "journal.sqlite-shm",
+        "journal.sqlite-journal",
+        ".*.tmp",
+        ".*.part",
+    }
+)
+#: never inputs, never datasets, not counted: the metadata files of a corpus folder and
+#: :data:`STATE_NAMES` (a hidden name of anything else, such as ``.DS_Store``, is counted as
+#: excluded; see :func:`hypermodal.catalog.build.discover`)
+SKIP_NAMES = frozenset({DATASET_FILE, "samples.json", "summary.json", *STATE_NAMES})
 
 SCHEMA = pa.schema(
     [

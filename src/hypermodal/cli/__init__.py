@@ -2,7 +2,8 @@
 
 The commands live by pipeline stage in :mod:`~hypermodal.cli.gather` (samples, plan, fetch,
 build), :mod:`~hypermodal.cli.data` (catalog, split, store, shard, synth, info) and
-:mod:`~hypermodal.cli.model` (train, evaluate, predict, demo). Each imports its stage inside its
+:mod:`~hypermodal.cli.model` (train, evaluate, predict, demo), :mod:`~hypermodal.cli.sort`
+(sort) and :mod:`~hypermodal.cli.export` (export). Each imports its stage inside its
 body, so ``hypermodal --help`` starts fast. Every command runs inside
 :func:`~hypermodal.cli._common.friendly_errors`: a
 :class:`~hypermodal.common.errors.HypermodalError` (or a missing path, a bad value, a full disk)
@@ -21,7 +22,8 @@ from typing import Annotated, Any
 import typer
 
 from hypermodal import __version__
-from hypermodal.cli import crossval, data, gather, model, simulate
+from hypermodal.cli import crossval, data, export, gather, model, predict, simulate
+from hypermodal.cli import sort as sort_command
 from hypermodal.cli._common import (
     EngineOption,
     HelpCommand,
@@ -83,7 +85,8 @@ _command("split", data.split)
 _command("store", data.store)
 _command("train", model.train)
 _command("evaluate", model.evaluate)
-_command("predict", model.predict)
+_command("predict", predict.predict)
+_command("sort", sort_command.sort)
 _command("demo", model.demo)
 _command("info", data.info)
 _command("build", gather.build)
@@ -93,3 +96,4 @@ _command("shard", data.shard)
 _command("synth", data.synth)
 _command("simulate", simulate.simulate)
 _command("crossval", crossval.crossval)
+_command("export", export.export)

@@ -22,6 +22,7 @@ from hypermodal.common.errors import (
     DiskFullError,
     HypermodalError,
     LockedError,
+    MissingDependencyError,
     OutputError,
     ResumeError,
 )
@@ -32,7 +33,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: shared by the commands that can run on a local process pool or a Ray cluster
 EngineOption = Annotated[
     str,
-    typer.Option(metavar="ENGINE", help="local (process pool) | ray (Ray Data on a Ray cluster)."),
+    typer.Option(
+        metavar="ENGINE",
+        help="local (process pool) | ray (a Ray cluster; predict: the model runs on its workers).",
+    ),
 ]
 RayAddressOption = Annotated[
     str | None,
@@ -54,7 +58,12 @@ MESSAGE_ONLY = (
     OutputError,
     DiskFullError,
     LockedError,
+    MissingDependencyError,
 )
+
+#: the modules the light install (``pip install hypermodal``) does not have
+TORCH_MODULES = frozenset({"torch", "torchvision"})
+TRAIN_EXTRA = "pip install 'hypermodal[train]'"
 
 
 def fail(message: str) -> typer.Exit:
@@ -67,8 +76,10 @@ def friendly_errors(func: F) -> F:
     """Turn expected failures (bad paths, bad files, bad inputs) into one line and exit 2.
 
     Missing or clashing paths and the errors of :data:`MESSAGE_ONLY` (a bad checkpoint, nothing
-    to resume, a bad device, an output that cannot be written, a held lock, a full disk) print
-    their message; a full disk reported by any library prints ``disk full at <path>``; every
+    to resume, a bad device, an output that cannot be written, a held lock, a full disk, a
+    missing package) print their message; a command that needs PyTorch where it is not
+    installed prints ``<command> needs PyTorch: pip install 'hypermodal[train]'``; a full disk
+    reported by any library prints ``disk full at <path>``; every
     other :class:`~hypermodal.common.errors.HypermodalError`, :class:`ValueError` and
     :class:`KeyError` prints ``<ExceptionType>: <message>``. Anything else is a bug and keeps
     its traceback.
@@ -80,6 +91,11 @@ def friendly_errors(func: F) -> F:
             return func(*args, **kwargs)
         except MESSAGE_ONLY as exc:
             raise fail(str(exc)) from None
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] not in TORCH_MODULES:
+                raise
+            name = func.__name__.replace("_", "-")
+            raise fail(f"{name} needs PyTorch: {TRAIN_EXTRA}") from None
         except (HypermodalError, ValueError, KeyError) as exc:
             raise fail(f"{type(exc).__name__}: {exc}") from None
         except OSError as exc:

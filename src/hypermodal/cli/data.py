@@ -300,7 +300,7 @@ def info(
                 "per_class": df["label"].value_counts().to_dict(),
             }
         )
-    elif path.suffix == ".pt":
+    elif path.suffix in (".pt", ".zip"):  # a checkpoint, or an ONNX bundle (.onnx.zip)
         from hypermodal.inference import load_model
 
         loaded = load_model(path)

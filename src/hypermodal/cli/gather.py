@@ -37,6 +37,17 @@ from hypermodal.cli._common import (
     output_folders,
     parse_ratios,
 )
+from hypermodal.cli._series_query import (
+    LimitOption,
+    ModalityOption,
+    PatientOption,
+    SampleOption,
+    SampleSeedOption,
+    StudyDateOption,
+    StudyOption,
+    query_given,
+    series_query,
+)
 
 RetriesOption = Annotated[
     int, typer.Option(metavar="N", help="Attempts per series and per request.", callback=Positive)
@@ -179,11 +190,21 @@ def fetch(
     ] = None,
     dicomweb: Annotated[
         str | None,
-        typer.Option(metavar="URL", help="Take every series of this DICOMweb server (no plan)."),
+        typer.Option(
+            metavar="URL",
+            help="Take the series of this DICOMweb server (no plan); the filters below choose.",
+        ),
     ] = None,
     dataset: Annotated[
         str, typer.Option(metavar="NAME", help="Dataset folder name for --dicomweb series.")
     ] = "dicomweb",
+    modality: ModalityOption = None,
+    study_date: StudyDateOption = None,
+    patient: PatientOption = None,
+    study: StudyOption = None,
+    limit: LimitOption = None,
+    sample: SampleOption = "first",
+    seed: SampleSeedOption = 0,
     workers: Annotated[
         int, typer.Option(metavar="N", help="Series downloaded at once.", callback=Positive)
     ] = 4,
@@ -199,12 +220,22 @@ def fetch(
     ] = True,
     progress: Annotated[bool, typer.Option(help="Show progress bars (series and bytes).")] = True,
 ) -> None:
-    """Download planned series (or a whole DICOMweb server) into --to, verified and resumable."""
+    """Download planned series (or a DICOMweb server's) into --to, verified and resumable.
+
+    A plan's series that its caps reduce to zero images are not downloaded (as in `build`).
+    A server that cannot be reached stops the fetch at once (exit 2); a rerun resumes.
+    """
     from hypermodal.sources.fetch import FetchOptions, fetch_plan, read_plan
     from hypermodal.sources.fetch import dry_run as plan_dry_run
 
     if (plan is None) == (dicomweb is None):
         raise ValueError("give either a PLAN file or --dicomweb URL (not both)")
+    filters = query_given(modality, study_date, patient, study, limit)
+    if dicomweb is None and filters:
+        raise ValueError(
+            f"{', '.join(filters)} select series of --dicomweb URL; a plan has its own"
+        )
+    query = series_query(modality, study_date, patient, study, limit, sample, seed)
     if not dry_run:
         output_folders(to)
     opts = FetchOptions.from_cli(
@@ -219,7 +250,7 @@ def fetch(
     if dicomweb is not None:
         from hypermodal.sources.fetch.dicomweb import list_series
 
-        rows = list_series(dicomweb, dataset=dataset, timeout_s=timeout)
+        rows = list_series(dicomweb, dataset=dataset, timeout_s=timeout, query=query)
     else:
         assert plan is not None
         skipped: list[dict] = []

@@ -1,4 +1,5 @@
-"""Commands that train and use a model: ``train``, ``evaluate``, ``predict`` and ``demo``."""
+"""Commands that train and use a model: ``train``, ``evaluate`` and ``demo``
+(``predict``: :mod:`hypermodal.cli.predict`)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,12 @@ from typing import Annotated, Any
 import typer
 
 from hypermodal.cli._common import (
-    EngineOption,
-    MemoryLimitOption,
     NonNegative,
     Positive,
-    ProgressOption,
-    RayAddressOption,
-    TimeoutOption,
     above,
     at_least,
     device_option,
     echo_json,
-    output_file,
     output_folders,
 )
 
@@ -29,8 +24,6 @@ DEMO_OUT = Path("demo-out")
 StoreArgument = Annotated[Path, typer.Argument(metavar="STORE", help="Store folder.")]
 #: the smallest side a network is trained at (``TrainConfig.train_size``)
 MIN_TRAIN_SIZE = 32
-#: what ``predict`` writes its tables as
-TABLE_SUFFIXES = (".csv", ".parquet")
 
 
 def train(
@@ -200,72 +193,6 @@ def evaluate(
         typer.echo(f"note: {reason}", err=True)
     keys = ("balanced_accuracy", "accuracy", "classes", "num_images", "paper_comparison")
     echo_json({k: metrics[k] for k in keys})
-
-
-def predict(
-    inputs: Annotated[
-        list[Path], typer.Argument(metavar="PATH", help="Files and folders to classify.")
-    ],
-    out: Annotated[
-        Path,
-        typer.Option("--out", "-o", metavar="FILE", help="Per-image table (.csv or .parquet)."),
-    ],
-    model: Annotated[
-        Path | None,
-        typer.Option(
-            "--model",
-            "-m",
-            metavar="FILE",
-            help="Checkpoint (.pt) from `hypermodal train` (default: the bundled model).",
-        ),
-    ] = None,
-    series_out: Annotated[
-        Path | None,
-        typer.Option(metavar="FILE", help="Per-series table (.csv or .parquet)."),
-    ] = None,
-    batch_size: Annotated[
-        int, typer.Option(metavar="N", help="Images per model call.", callback=Positive)
-    ] = 64,
-    workers: Annotated[
-        int | None, typer.Option(metavar="N", help="Decoding processes.", callback=Positive)
-    ] = None,
-    device: Annotated[
-        str, typer.Option(metavar="DEVICE", help="auto | cpu | cuda.", callback=device_option)
-    ] = "auto",
-    engine: EngineOption = "local",
-    ray_address: RayAddressOption = None,
-    timeout: TimeoutOption = None,
-    memory_limit: MemoryLimitOption = None,
-    progress: ProgressOption = True,
-) -> None:
-    """Classify DICOM, NIfTI, NRRD and PNG/JPEG/TIFF files: one row per 2D image."""
-    output_file(out, *TABLE_SUFFIXES, what="the prediction table")
-    if series_out is not None:
-        output_file(series_out, *TABLE_SUFFIXES, what="the series table")
-    from hypermodal.common.isolation import DecodeLimits
-
-    limits = DecodeLimits.from_options(timeout, memory_limit)
-    from hypermodal.inference import predict as run_predict
-    from hypermodal.inference import summary_dict
-    from hypermodal.inference.predict import default_model_path
-
-    typer.echo(f"model: {model or default_model_path()}", err=True)
-    summary = run_predict(
-        inputs,
-        model,
-        out,
-        series_out=series_out,
-        batch_size=batch_size,
-        workers=workers,
-        device=device,
-        progress=progress,
-        engine=engine,
-        ray_address=ray_address,
-        limits=limits,
-    )
-    for note in summary.warnings:
-        typer.echo(f"warning: {note}", err=True)
-    echo_json(summary_dict(summary))
 
 
 def demo(

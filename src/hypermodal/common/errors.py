@@ -86,6 +86,11 @@ class DeviceError(HypermodalError, ValueError):
     """A ``--device`` that is not a device name, or a device this machine does not have."""
 
 
+class MissingDependencyError(HypermodalError, ImportError):
+    """A command or model needs a package this install lacks (PyTorch in the light install);
+    the message says how to add it."""
+
+
 # ------------------------------------------------------------------------------ outputs
 class OutputError(HypermodalError, ValueError):
     """An output location that cannot be written: read-only, a folder where a file is wanted

@@ -5,7 +5,9 @@ trained on everything: the CNN and the feature forest on every image (real and s
 fusion on all the out-of-fold evidence of the real datasets (the only honest data to fit it
 on). The checkpoint has the format of ``hypermodal train``'s (so ``predict --model``,
 ``evaluate`` and ``info`` read it) plus the ``evidence`` key; its weights are stored in float16
-to keep the file small and are widened to float32 when loaded.
+to keep the file small and are widened to float32 when loaded. Beside it goes its ONNX form
+(``<name>.onnx.zip``, :func:`hypermodal.inference.onnx_export.export_onnx`): the bundle that
+ships as the default model and predicts without PyTorch.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from hypermodal.common.files import atomic_path
 from hypermodal.common.versions import package_versions
 from hypermodal.crossval.pixels import PixelConfig, fit_pixels
 from hypermodal.evidence import EvidenceModel
+from hypermodal.inference.onnx_export import export_onnx
 from hypermodal.labels import ClassVocabulary
 from hypermodal.train.checkpoint import save_checkpoint
 
@@ -85,7 +88,18 @@ def save_default_model(
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path, payload)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return {"path": str(path), "bytes": path.stat().st_size, "sha256": digest}
+    onnx = export_onnx(path, onnx_path(path))
+    return {
+        "path": str(path),
+        "bytes": path.stat().st_size,
+        "sha256": digest,
+        "onnx": {k: onnx[k] for k in ("path", "bytes", "sha256", "precision")},
+    }
+
+
+def onnx_path(checkpoint: Path) -> Path:
+    """Where the ONNX form of ``checkpoint`` goes: ``name.pt`` → ``name.onnx.zip``."""
+    return checkpoint.with_name(checkpoint.name.removesuffix(".pt") + ".onnx.zip")
 
 
 def write_model_card(card: Path, metrics: dict[str, Any], report: str, datasets: Any) -> None:
@@ -125,11 +139,16 @@ def write_model_card(card: Path, metrics: dict[str, Any], report: str, datasets:
         "mostly heads; anatomy, scanners and export pipelines outside it may fail."
     )
     pc = metrics.get("pixel_config") or {}
+    onnx = model.get("onnx") or {}
     lines = [
         "# hypermodal default model",
         "",
-        f"- File: `{Path(model.get('path', 'hypermodal-default.pt')).name}`, "
-        f"{model.get('bytes', 0) / 1e6:.1f} MB, sha256 `{model.get('sha256', '')}`.",
+        f"- File: `{Path(onnx.get('path', 'hypermodal-default.onnx.zip')).name}`, "
+        f"{onnx.get('bytes', 0) / 1e6:.1f} MB, sha256 `{onnx.get('sha256', '')}`: the ONNX "
+        "bundle that ships (ONNX Runtime, no PyTorch needed), exported from the PyTorch "
+        f"checkpoint `{Path(model.get('path', 'hypermodal-default.pt')).name}` "
+        f"({model.get('bytes', 0) / 1e6:.1f} MB, sha256 `{model.get('sha256', '')}`, not "
+        'shipped; `load_model(..., backend="torch")` rebuilds it from the bundle).',
         f"- Classes: {', '.join(metrics['classes'])} (US, NM, SEG, SR, secondary captures and "
         "other modalities are OTHER; a confidence below "
         f"{metrics['unknown_below']} is UNKNOWN).",
@@ -138,8 +157,8 @@ def write_model_card(card: Path, metrics: dict[str, Any], report: str, datasets:
         "geometry; the DICOM header with a stated trust; fused by weighted log-linear pooling "
         "fitted on out-of-fold predictions of the real datasets.",
         "- Trained by: `make default-model` (`hypermodal crossval --out runs/default "
-        "--save-model src/hypermodal/default_model/hypermodal-default.pt`), "
-        f"seed {metrics['seed']}.",
+        "--save-model runs/default/model/hypermodal-default.pt`, which also writes the bundle, "
+        f"then copied here), seed {metrics['seed']}.",
         f"- Real datasets per class: {real}. Simulated training images per class: {simulated} "
         f"({100 * metrics['simulated_share_of_training']:.1f} % of the training images).",
         "",

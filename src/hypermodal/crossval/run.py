@@ -40,6 +40,7 @@ from hypermodal.evidence import (
     feature_matrix,
     fit_forest,
     header_probs,
+    series_consensus,
     series_keys,
     series_matrix,
     stats_array,
@@ -177,6 +178,12 @@ def _nested_fusion(
     return fused, image
 
 
+def _has_image(x: np.ndarray) -> np.ndarray:
+    """Rows whose image carries evidence (finite values, not one value everywhere)."""
+    std = x[:, FEATURE_NAMES.index("std")]
+    return np.isfinite(std) & (std > 0)
+
+
 def _label_names(probs: np.ndarray | None, n: int) -> np.ndarray:
     if probs is None:
         return np.array(["none"] * n, dtype=object)
@@ -245,14 +252,22 @@ def _prediction_frame(
     c: _Corpus, ev: dict[str, np.ndarray | None], unknown_below: float
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """One row per real image: each mode's prediction; and the fused probabilities."""
-    fused, image = _nested_fusion(ev, c.y[c.real], c.groups[c.real])
+    per_image, image = _nested_fusion(ev, c.y[c.real], c.groups[c.real])
     frame = c.table.loc[c.real, ["dataset", "label", "path", "index", "modality"]]
     frame = frame.reset_index(drop=True)
     n = len(frame)
+    # the product's answer: one per series (every image of a series gets the series' class)
+    keys = series_keys(c.table)[c.real]
+    fused = series_consensus(per_image, keys, _has_image(c.x[c.real]))
+    image = series_consensus(image, keys, _has_image(c.x[c.real]))
     conf = fused.max(axis=1)
     frame["pred_fused"] = np.where(conf >= unknown_below, _label_names(fused, n), UNKNOWN)
     frame["confidence"] = conf
     frame["pred_image"] = _label_names(image, n)
+    conf1 = per_image.max(axis=1)
+    frame["pred_fused_per_image"] = np.where(
+        conf1 >= unknown_below, _label_names(per_image, n), UNKNOWN
+    )
     for mode in ("features", "series", "pixels"):
         if ev[mode] is not None:
             frame[f"pred_{mode}"] = _label_names(ev[mode], n)

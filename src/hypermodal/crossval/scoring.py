@@ -20,10 +20,19 @@ import pandas as pd
 from hypermodal.evaluate.metrics import confusion_matrix, finite_or_none
 
 #: Evidence modes scored, in report order.
-MODES: tuple[str, ...] = ("fused", "image", "features", "series", "pixels", "header")
+MODES: tuple[str, ...] = (
+    "fused",
+    "image",
+    "fused_per_image",
+    "features",
+    "series",
+    "pixels",
+    "header",
+)
 MODE_TITLES = {
-    "fused": "fused (pixels + features + header)",
-    "image": "features + pixels (no header)",
+    "fused": "fused (pixels + features + header), one answer per series",
+    "image": "features + pixels (no header), one answer per series",
+    "fused_per_image": "fused, each image on its own",
     "features": "features only (per image)",
     "series": "features only (per series)",
     "pixels": "pixels only (the paper's CNN)",

@@ -29,6 +29,7 @@ from hypermodal.evidence.fusion import (
     agreement,
     balanced_weights,
     calibration_error,
+    series_consensus,
 )
 from hypermodal.evidence.header import DEFAULT_TRUST, header_label, header_probs
 from hypermodal.evidence.model import EvidenceModel, fit_forest
@@ -55,6 +56,7 @@ __all__ = [
     "header_label",
     "header_probs",
     "image_stats",
+    "series_consensus",
     "series_keys",
     "series_matrix",
     "stats_array",

@@ -90,18 +90,27 @@ def image_stats(image: np.ndarray) -> np.ndarray:
     grid = np.asarray(_grid_sample(np.asarray(image)), dtype=np.float64)
     out = np.full(len(STAT_NAMES), np.nan, dtype=np.float32)
     finite = np.isfinite(grid)
-    v = grid[finite]
+    every = bool(finite.all())  # the usual case: no masking needed (same values, in order)
+    v = grid.ravel() if every else grid[finite]
     if v.size == 0:
         return out
-    q = np.percentile(v, [1, 5, 25, 50, 75, 95, 99])
+    # quantiles and medians of a sorted copy (ours: no second copy): the same values, and a
+    # sort is several times faster than numpy's selection here
+    q = np.percentile(np.sort(v), [1, 5, 25, 50, 75, 95, 99], overwrite_input=True)
     vmin, vmax = float(v.min()), float(v.max())
     span = vmax - vmin
     robust = float(q[5] - q[1])
     # neighbour differences along both axes of the sampled grid (finite pairs only)
-    dx = np.abs(np.diff(np.where(finite, grid, np.nan), axis=1))
-    dy = np.abs(np.diff(np.where(finite, grid, np.nan), axis=0))
-    diffs = np.concatenate([dx[np.isfinite(dx)], dy[np.isfinite(dy)]])
-    rough = float(np.median(diffs)) / robust if diffs.size and robust > 0 else 0.0
+    masked = grid if every else np.where(finite, grid, np.nan)
+    dx = np.abs(np.diff(masked, axis=1))
+    dy = np.abs(np.diff(masked, axis=0))
+    diffs = np.concatenate([dx.ravel(), dy.ravel()])
+    kept = np.isfinite(diffs)
+    if not kept.all():
+        diffs = diffs[kept]
+    rough = 0.0
+    if diffs.size and robust > 0:
+        rough = float(np.median(np.sort(diffs), overwrite_input=True)) / robust
     iqr = float(q[4] - q[2])
     sample = v if v.size <= 20_000 else v[:: v.size // 20_000]
     values = [

@@ -19,6 +19,11 @@ Two poolings are fitted: ``full`` (all evidence, fitted on the rows that have a 
 fuses the images whose header claims a class; ``image`` (everything but the header, fitted on
 every row) fuses the others, and is what the image says without the header, the reference of
 the ``conflict`` flag. A fused confidence below ``unknown_below`` is reported as :data:`UNKNOWN`.
+
+**One answer per series.** The slices of one volume or series are one acquisition: after pooling,
+:func:`series_consensus` gives every image of a series the normalised geometric mean of its
+images' fused probabilities (the product of their evidence, tempered by their number), so a
+volume is never half CT and half MR, and an empty end slice takes its volume's class.
 """
 
 from __future__ import annotations
@@ -269,6 +274,31 @@ def agreement(
             out.append("header only")
         else:
             out.append("agree" if claim == label else "conflict")
+    return out
+
+
+def series_consensus(
+    probs: np.ndarray, series: np.ndarray | None, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """Each image's probabilities replaced by its series': the normalised geometric mean of the
+    series' images (``rows``: the images that carry evidence; default all). A series with no
+    such image keeps its rows as they are; ``series=None`` changes nothing.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if series is None or not len(probs):
+        return probs
+    keys = np.asarray(series, dtype=object)
+    use = np.ones(len(probs), bool) if rows is None else np.asarray(rows, bool)
+    _, inv = np.unique(keys.astype(str), return_inverse=True)
+    logs = np.log(np.clip(probs, 1e-12, 1.0))
+    k = probs.shape[1]
+    total = np.zeros((inv.max() + 1, k))
+    np.add.at(total, inv[use], logs[use])
+    count = np.bincount(inv[use], minlength=inv.max() + 1)
+    out = probs.copy()
+    has = count[inv] > 0
+    mean = total[inv[has]] / count[inv[has]][:, None]
+    out[has] = _softmax(mean)
     return out
 
 

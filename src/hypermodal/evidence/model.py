@@ -26,6 +26,7 @@ from hypermodal.evidence.fusion import (
     Pooling,
     agreement,
     balanced_weights,
+    series_consensus,
 )
 from hypermodal.evidence.header import DEFAULT_TRUST, header_probs
 
@@ -119,6 +120,7 @@ class EvidenceModel:
         claims: list[str | None],
         has_image: np.ndarray | None = None,
         series: np.ndarray | None = None,
+        consensus: bool = True,
     ) -> pd.DataFrame:
         """The prediction columns for ``len(claims)`` images.
 
@@ -130,6 +132,9 @@ class EvidenceModel:
                 decided on the header alone (``agreement = "header only"``).
             series: the series key of each row (for the series forest; None: no series
                 evidence).
+            consensus: give every image of a series the series' answer
+                (:func:`~hypermodal.evidence.fusion.series_consensus`); False: each image
+                on its own evidence.
         """
         n = len(claims)
         ev = self.evidence(pixel_probs, features, claims, series)
@@ -143,7 +148,13 @@ class EvidenceModel:
                     ev[name] = arr
         fused = self.fusion.predict(ev, n)
         image = np.ones(n, bool) if has_image is None else np.asarray(has_image, bool)
-        header_only = ~image & np.array([c is not None for c in claims], bool)
+        covered = image
+        if consensus and series is not None:  # one answer per series (fusion.series_consensus)
+            for key in ("probs", "image_probs"):
+                fused[key] = series_consensus(fused[key], series, image)
+            keys = np.asarray(series, dtype=object).astype(str)
+            covered = image | np.isin(keys, keys[image])
+        header_only = ~covered & np.array([c is not None for c in claims], bool)
         if header_only.any():  # nothing but the header to go on: its claim at its trust
             fused["probs"][header_only] = ev["header"][header_only]
         prediction, confidence = self.fusion.labels(fused["probs"])
@@ -155,13 +166,13 @@ class EvidenceModel:
                 "pixel_prediction": _names(self.classes, ev["pixels"], n),
                 "feature_prediction": _names(self.classes, ev["features"], n),
                 "header_label": claims,
-                "agreement": agreement(claims, np.asarray(image_label, dtype=object), image),
+                "agreement": agreement(claims, np.asarray(image_label, dtype=object), covered),
             }
         )
         for name in ("pixel_prediction", "feature_prediction"):
             table.loc[~image, name] = None
         # no image evidence and no header claim: nothing to decide on, whatever the threshold
-        table.loc[~image & np.array([c is None for c in claims], bool), "prediction"] = UNKNOWN
+        table.loc[~covered & np.array([c is None for c in claims], bool), "prediction"] = UNKNOWN
         for j, c in enumerate(self.classes):
             table[f"p_{c}"] = fused["probs"][:, j].astype(np.float32) if n else []
         return table

@@ -4,9 +4,10 @@ Imports nothing from training::
 
     from hypermodal.inference import load_model, predict_proba, predict
 
-The model names (:mod:`hypermodal.inference.model`) are loaded on first use, because they import
-torch: the processes that only decode files for :func:`predict` import this package too and stay
-free of it.
+The model names (:mod:`hypermodal.inference.model`) are loaded on first use: the processes that
+only decode files for :func:`predict` import this package too and stay free of model code. No
+module on the predict path imports PyTorch (a model runs on ONNX Runtime without it; see
+:mod:`hypermodal.inference.backends`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from hypermodal.inference.predict import (
+    DEFAULT_SLICES,
+    PredictResult,
+    PredictSummary,
+    classify,
     predict,
     summary_dict,
+    summary_text,
 )
 
 if TYPE_CHECKING:
@@ -42,7 +48,11 @@ _MODEL_NAMES = frozenset(
 )
 
 __all__ = [
+    "DEFAULT_SLICES",
     "LoadedModel",
+    "PredictResult",
+    "PredictSummary",
+    "classify",
     "evidence_model",
     "load_model",
     "predict",
@@ -50,6 +60,7 @@ __all__ = [
     "read_checkpoint",
     "resolve_device",
     "summary_dict",
+    "summary_text",
     "to_model_input",
 ]
 

@@ -16,11 +16,12 @@ import hashlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from hypermodal.common.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ ALGORITHM = "sha256"
 
 
 def _tensors(obj: Any, path: str) -> Iterator[tuple[str, torch.Tensor]]:
+    import torch  # here: the settings check below serves models that need no torch
+
     if isinstance(obj, torch.Tensor):
         yield path, obj
     elif isinstance(obj, dict):
@@ -43,6 +46,8 @@ def _tensors(obj: Any, path: str) -> Iterator[tuple[str, torch.Tensor]]:
 
 def tensor_digest(payload: Any) -> str:
     """``"sha256:<hex>"`` over every tensor in ``payload`` (nested dicts and lists)."""
+    import torch
+
     h = hashlib.new(ALGORITHM)
     for path, tensor in _tensors(payload, ""):
         t = tensor.detach().cpu().contiguous()

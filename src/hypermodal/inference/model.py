@@ -1,109 +1,62 @@
-"""Reading checkpoints and running a model on preprocessed images (imports nothing from training).
+"""Loading a model and running it on preprocessed images (imports nothing from training).
 
-A checkpoint is a plain dict of tensors and plain Python values (no pickled classes), so
-``torch.load(path, weights_only=True)`` reads it and a file from elsewhere cannot run code::
-
-    format, format_version      "hypermodal-checkpoint", 1
-    model_name, num_classes, in_chans
-    model_state                 state dict (CPU tensors)
-    vocabulary                  ClassVocabulary.to_dict(): output i means classes[i]
-    preprocess                  PreprocessConfig.to_dict() of the store the model was trained on
-    train_size                  side length fed to the network (inference resizes to it too)
-    config                      the resolved TrainConfig.to_dict()
-    store_path, split_hash      where the training data came from
-    versions                    package versions (hypermodal.common.versions.package_versions())
-    epoch                       completed epochs
-    history                     one dict per epoch (losses, accuracies, lr, seconds, images/s)
-    best                        {"epoch", "metric", "value"}: the best epoch so far
-    evidence                    optional: the feature forest, header trust and fitted fusion
-                                (:meth:`hypermodal.evidence.EvidenceModel.to_state`); without it
-                                prediction uses the CNN alone
-    training_state              last.pt only: optimizer, scheduler, grad scaler, RNG states
-    tensor_digest               "sha256:<hex>" over every tensor above, verified on load
-                                (hypermodal.inference.integrity); a checkpoint written before
-                                digests existed has none and loads with a warning
-    step_in_epoch               a mid-epoch last.pt only (``checkpoint_every_steps``): global
-                                batches done in epoch ``epoch + 1``; ``training_state.mid_epoch``
-                                then holds that epoch, the step, the steps per epoch, the world
-                                size, the epoch's first learning rate, its training seconds so far
-                                and, per rank, the RNG state and running loss/correct/image sums
-
-The writer side is :mod:`hypermodal.train.checkpoint`. Training feeds its batches through
-:func:`to_model_input` as well, so training and prediction see identical inputs.
+:func:`load_model` reads a PyTorch checkpoint (``.pt``, format and reader in
+:mod:`.checkpoint`) or an ONNX model bundle (``*.onnx.zip``, :mod:`.onnx_bundle`; the bundled
+default model is one, run on ONNX Runtime by :mod:`.onnx_runtime` with no PyTorch;
+``backend="torch"`` rebuilds the PyTorch network from its weights instead), and
+:func:`predict_proba` turns uint8 images into class probabilities. Training feeds its batches
+through :func:`to_model_input` as well, so training and prediction see identical inputs.
+PyTorch is imported only where it is used, so this module imports without it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
-from hypermodal.common.errors import CheckpointError, DeviceError
+from hypermodal.common.errors import CheckpointError
 from hypermodal.evidence import EvidenceModel
-from hypermodal.inference.integrity import check_digest, check_settings
+from hypermodal.inference.backends import (
+    BACKENDS,
+    TRAIN_EXTRA,
+    DeviceName,
+    is_onnx_bundle,
+    resolve_device,
+    torch_available,
+)
+from hypermodal.inference.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    REQUIRED_KEYS,
+    read_checkpoint,
+)
 from hypermodal.labels import ClassVocabulary
-from hypermodal.models import build_model
 from hypermodal.preprocess import PreprocessConfig
 
-CHECKPOINT_FORMAT = "hypermodal-checkpoint"
-CHECKPOINT_VERSION = 1
-REQUIRED_KEYS = (
-    "model_name",
-    "num_classes",
-    "model_state",
-    "vocabulary",
-    "preprocess",
-    "train_size",
-    "config",
-    "split_hash",
-    "versions",
-    "epoch",
-    "history",
-)
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
+    from hypermodal.inference.onnx_runtime import OnnxNetwork
 
-#: the device types a model may run on
-DEVICE_TYPES = ("cpu", "cuda", "mps")
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → the first CUDA device when available, else the CPU; ``"cpu"``, ``"cuda"``,
-    ``"cuda:N"`` and ``"mps"`` as given, once checked against this machine.
-
-    Raises:
-        DeviceError: not a device name, or a device this machine does not have (no CUDA, no
-            GPU ``N``, no MPS).
-    """
-    if isinstance(device, torch.device):
-        resolved = device
-    elif str(device).strip().lower() == "auto":
-        resolved = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            resolved = torch.device(str(device).strip().lower())
-        except (RuntimeError, ValueError):
-            resolved = None
-        if resolved is None or resolved.type not in DEVICE_TYPES:
-            raise DeviceError(
-                f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps"
-            ) from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError(f"device {str(device)!r} requested but CUDA is not available here")
-        count = torch.cuda.device_count()
-        if resolved.index is not None and resolved.index >= count:
-            raise DeviceError(f"device {str(device)!r} requested but there are {count} GPU(s)")
-    if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise DeviceError(f"device {str(device)!r} requested but MPS is not available here")
-    return resolved
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "REQUIRED_KEYS",
+    "LoadedModel",
+    "autocast_context",
+    "autocast_dtype",
+    "evidence_model",
+    "load_model",
+    "predict_proba",
+    "read_checkpoint",
+    "resolve_device",
+    "to_model_input",
+]
 
 
 def _writable(array: np.ndarray) -> np.ndarray:
@@ -133,6 +86,9 @@ def to_model_input(
     Returns:
         float32 tensor ``(B, 1, train_size, train_size)`` on ``device``.
     """
+    import torch
+    import torch.nn.functional as F
+
     if isinstance(batch, np.ndarray):
         batch = torch.from_numpy(_writable(batch))
     if batch.dtype != torch.uint8:
@@ -151,75 +107,33 @@ def to_model_input(
     return x
 
 
-def read_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and check a checkpoint with ``torch.load(weights_only=True)``.
-
-    Args:
-        path: the ``.pt`` file.
-        map_location: where tensors are placed.
-
-    Returns:
-        The checkpoint dict (see the module docstring).
-
-    Raises:
-        CheckpointError: the file is missing, unreadable, corrupt (a tensor digest that does not
-            match, a size or count that is not a positive integer), or not ours.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    if not zipfile.is_zipfile(path):
-        raise CheckpointError(
-            f"{path} is corrupt, truncated or not a PyTorch checkpoint (not a torch.save zip file)"
-        )
-    try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path} holds objects other than tensors and plain values, so it is not a "
-            f"hypermodal checkpoint (refusing to unpickle it): {exc}"
-        ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"{path} is corrupt or not a PyTorch file: {exc}") from exc
-    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is a PyTorch file but not a hypermodal checkpoint")
-    version = data.get("format_version")
-    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint format version {version!r}; this hypermodal reads "
-            f"up to {CHECKPOINT_VERSION} (upgrade hypermodal)"
-        )
-    missing = [k for k in REQUIRED_KEYS if k not in data]
-    if missing:
-        raise CheckpointError(f"{path} is incomplete: missing {', '.join(missing)}")
-    check_digest(path, data)
-    check_settings(path, data)
-    return data
-
-
 @dataclass
 class LoadedModel:
     """A model ready for inference, with everything needed to feed it correctly.
 
     Attributes:
-        model: the network, in eval mode, on ``device``.
+        model: the network: an ``nn.Module`` in eval mode on ``device`` (``backend="torch"``)
+            or an :class:`~hypermodal.inference.onnx_runtime.OnnxNetwork` (``"onnx"``).
         vocabulary: class order; output ``i`` is ``vocabulary.classes[i]``.
         preprocess: how images must be prepared (size, scaling) before :func:`predict_proba`.
-        train_size: side length the network sees (inputs are resized to it on the device).
+        train_size: side length the network sees (inputs are resized to it).
         device: where the model lives.
         meta: the rest of the checkpoint (model_name, config, split_hash, versions, epoch,
-            history, best, store_path, path), without weights and training state.
+            history, best, store_path, path; a bundle's ``onnx``, ``int8`` and ``source``),
+            without weights and training state.
         evidence: the checkpoint's feature forest and fusion; ``None`` for a checkpoint that has
             none (the CNN alone decides; see :func:`evidence_model`).
+        backend: ``torch`` (PyTorch) or ``onnx`` (ONNX Runtime).
     """
 
-    model: nn.Module
+    model: nn.Module | OnnxNetwork
     vocabulary: ClassVocabulary
     preprocess: PreprocessConfig
     train_size: int
-    device: torch.device
+    device: torch.device | DeviceName
     meta: dict[str, Any] = field(default_factory=dict)
     evidence: EvidenceModel | None = None
+    backend: str = "torch"
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -234,48 +148,103 @@ def evidence_model(loaded: LoadedModel) -> EvidenceModel:
     return EvidenceModel.pixels_only(loaded.classes, "checkpoint has no feature model")
 
 
-def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a checkpoint for inference.
-
-    Args:
-        path: ``best.pt``, ``last.pt`` or an ``epoch-NNN.pt`` file.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
-
-    Returns:
-        A :class:`LoadedModel` whose model is in eval mode.
-
-    Raises:
-        CheckpointError: see :func:`read_checkpoint`, or weights that do not fit the model.
-        DeviceError: see :func:`resolve_device`.
-    """
-    dev = resolve_device(device)
-    data = read_checkpoint(path, map_location="cpu")
+def model_parts(
+    data: dict[str, Any], evidence_state: Any, path: Path
+) -> tuple[ClassVocabulary, PreprocessConfig, EvidenceModel | None]:
+    """The class order, preprocessing and evidence of a checkpoint or bundle, cross-checked."""
     try:
         vocabulary = ClassVocabulary.from_dict(data["vocabulary"])
         preprocess = PreprocessConfig.from_dict(data["preprocess"])
-        model = build_model(
-            data["model_name"], int(data["num_classes"]), int(data.get("in_chans", 1))
-        )
-        model.load_state_dict(data["model_state"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: cannot rebuild the model: {exc}") from exc
     if vocabulary.num_classes != int(data["num_classes"]):
         raise CheckpointError(
             f"{path}: vocabulary has {vocabulary.num_classes} classes, model has "
             f"{data['num_classes']} outputs"
         )
-    model.to(dev)
-    if dev.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    model.eval()
     evidence = None
-    if data.get("evidence"):
+    if evidence_state:
         try:
-            evidence = EvidenceModel.from_state(data["evidence"])
+            evidence = EvidenceModel.from_state(evidence_state)
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{path}: unreadable evidence model: {exc}") from exc
         if evidence.classes != vocabulary.classes:
             raise CheckpointError(f"{path}: evidence classes differ from the model's")
+    return vocabulary, preprocess, evidence
+
+
+def torch_network(data: dict[str, Any], state: dict[str, Any], dev: Any, path: Path) -> nn.Module:
+    """The PyTorch network of ``data`` with the weights ``state`` (tensors or arrays), on
+    ``dev`` in eval mode."""
+    import torch
+
+    from hypermodal.models import build_model
+
+    try:
+        model = build_model(
+            data["model_name"], int(data["num_classes"]), int(data.get("in_chans", 1))
+        )
+        model.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: cannot rebuild the model: {exc}") from exc
+    model.to(dev)
+    if dev.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    return model.eval()
+
+
+def load_model(
+    path: Path | str,
+    device: str | torch.device = "cpu",
+    backend: str = "auto",
+    threads: int | None = None,
+) -> LoadedModel:
+    """Load a checkpoint (``.pt``, PyTorch) or an ONNX model bundle (``.onnx.zip``) for
+    inference.
+
+    Args:
+        path: ``best.pt``, ``last.pt``, an ``epoch-NNN.pt`` file, or a bundle from
+            :func:`~hypermodal.inference.onnx_export.export_onnx` (the default model is one).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
+        backend: ``"auto"``: a bundle runs on ONNX Runtime (on PyTorch only for a GPU that
+            ONNX Runtime cannot use here), a ``.pt`` checkpoint on PyTorch; ``"onnx"`` or
+            ``"torch"`` to choose (``"torch"`` rebuilds the network from an fp32 bundle's
+            weights; a ``.pt`` runs on ONNX Runtime once exported).
+        threads: ONNX Runtime intra-op threads (default: the CPUs this process may use).
+
+    Returns:
+        A :class:`LoadedModel` whose model is in eval mode.
+
+    Raises:
+        CheckpointError: see :func:`read_checkpoint` and
+            :func:`~hypermodal.inference.onnx_bundle.read_bundle`, weights that do not fit the
+            model, or a PyTorch checkpoint where PyTorch is not installed.
+        DeviceError: see :func:`resolve_device`.
+        ValueError: an unknown ``backend``.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if is_onnx_bundle(path):
+        from hypermodal.inference.onnx_load import load_bundle
+
+        return load_bundle(path, device, backend, threads)
+    if backend == "onnx":
+        raise CheckpointError(
+            f"{path} is a PyTorch checkpoint; to run it on ONNX Runtime, export it first: "
+            f"hypermodal export {path} --out MODEL.onnx.zip"
+        )
+    if not torch_available():
+        raise CheckpointError(
+            f"{path} is a PyTorch checkpoint: predicting with it needs PyTorch: {TRAIN_EXTRA} "
+            "(or export it to ONNX where PyTorch is installed: hypermodal export)"
+        )
+    dev = resolve_device(device)
+    data = read_checkpoint(path, map_location="cpu")
+    vocabulary, preprocess, evidence = model_parts(data, data.get("evidence"), path)
+    model = torch_network(data, data["model_state"], dev, path)
     meta = {k: v for k, v in data.items() if k not in ("model_state", "training_state", "evidence")}
     meta["path"] = str(path)
     return LoadedModel(
@@ -295,6 +264,8 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     else fp16."""
     if device.type != "cuda" or amp == "off":
         return None
+    import torch
+
     if amp == "fp16":
         return torch.float16
     if amp == "bf16" or torch.cuda.is_bf16_supported():
@@ -308,7 +279,20 @@ def autocast_context(
     """``torch.autocast`` for ``dtype``, or a no-op context when ``dtype`` is ``None``."""
     if dtype is None:
         return contextlib.nullcontext()
+    import torch
+
     return torch.autocast(device.type, dtype=dtype)
+
+
+def _check_batch(batch: Any, size: int) -> Any:
+    if batch.ndim == 2:
+        batch = batch[None]
+    if tuple(batch.shape[-2:]) != (size, size):
+        raise ValueError(
+            f"images are {tuple(batch.shape[-2:])}, the model expects {size}×{size} uint8 "
+            "prepared with its preprocess config"
+        )
+    return batch
 
 
 def predict_proba(
@@ -317,7 +301,8 @@ def predict_proba(
     """Class probabilities (softmax, not logits) for a batch of preprocessed images.
 
     The batch goes through exactly the input path of training: uint8 → device → ``/255`` →
-    resize to ``loaded.train_size`` (antialiased) → model in eval mode, without gradients.
+    resize to ``loaded.train_size`` (antialiased) → model in eval mode, without gradients
+    (on ONNX Runtime: the same steps in numpy, :class:`~.onnx_runtime.OnnxNetwork`).
 
     Args:
         loaded: from :func:`load_model`.
@@ -325,22 +310,26 @@ def predict_proba(
             ``hypermodal.preprocess.to_uint8(img, loaded.preprocess)``; ``S`` must equal
             ``loaded.preprocess.size``.
         amp: on CUDA, run the network under bf16/fp16 autocast (faster; probabilities may
-            differ in the third decimal). Ignored on the CPU.
+            differ in the third decimal). Ignored on the CPU and on ONNX Runtime.
 
     Returns:
         float32 array ``(B, num_classes)``; rows sum to 1; column ``i`` is
         ``loaded.classes[i]``.
     """
+    size = loaded.preprocess.size
+    if loaded.backend == "onnx":
+        array = batch.numpy() if hasattr(batch, "numpy") else np.asarray(batch)
+        array = _check_batch(array, size)
+        if array.dtype != np.uint8:
+            raise TypeError(f"expected a uint8 batch, got {array.dtype}")
+        if array.shape[0] == 0:
+            return np.zeros((0, loaded.vocabulary.num_classes), dtype=np.float32)
+        return loaded.model.probabilities(array)
+    import torch
+
     if isinstance(batch, np.ndarray):
         batch = torch.from_numpy(_writable(batch))
-    if batch.ndim == 2:
-        batch = batch.unsqueeze(0)
-    size = loaded.preprocess.size
-    if batch.shape[-2:] != (size, size):
-        raise ValueError(
-            f"images are {tuple(batch.shape[-2:])}, the model expects {size}×{size} uint8 "
-            "prepared with its preprocess config"
-        )
+    batch = _check_batch(batch, size)
     if batch.shape[0] == 0:
         return np.zeros((0, loaded.vocabulary.num_classes), dtype=np.float32)
     model = loaded.model

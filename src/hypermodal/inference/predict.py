@@ -1,100 +1,59 @@
-"""Classify files and folders: one row per 2D image, and optionally one row per series.
+"""Classify files and folders: one row per series/volume, and on request one row per 2D image.
 
-Decoding runs on an engine (a local process pool, or a Ray cluster:
-:mod:`hypermodal.common.engines`) while the main process runs the model on full batches, so the
-model is loaded once and the CPU/GPU stays busy. Decoded files come back in input order, so
-batches, and therefore the probabilities, are the same whichever engine decoded them. Unreadable
-files go to the errors file and the run goes on; counts reconcile (files seen = files predicted
-+ files skipped).
+Every file's header is read first (cheap) and the files are grouped into series
+(:mod:`~hypermodal.inference.sampling`); then only the images each series' sample picked are
+decoded (``slices`` spread through the volume, the middle one always among them; all of them
+with ``slices=None``), on an engine (a local process pool, or a Ray cluster:
+:mod:`hypermodal.common.engines`), while the main process runs the model on full batches, so the
+model is loaded once and the CPU/GPU stays busy. Files come back in input order, so batches,
+and therefore the probabilities, are the same whichever engine decoded them. Unreadable files
+go to the errors file and the run goes on; counts reconcile (files seen = files predicted +
+files sampled out + files skipped: :mod:`~hypermodal.inference.summary`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from hypermodal.catalog import SKIP_NAMES
 from hypermodal.common.engines import Engine, engine_scope
 from hypermodal.common.files import atomic_path, remove_stale_temps
-from hypermodal.common.isolation import Crashed, DecodeLimits, failure_reason, heartbeat
+from hypermodal.common.isolation import DecodeLimits
 from hypermodal.common.paths import local_path, path_text
-from hypermodal.common.progress import progress_bar
 from hypermodal.common.rejects import error_record, write_errors
-from hypermodal.evidence.features import (
-    STAT_NAMES,
-    feature_matrix,
-    header_geometry,
-    image_stats,
-    series_keys,
-)
-from hypermodal.evidence.fusion import UNKNOWN
+from hypermodal.evidence.features import FEATURE_NAMES, STAT_NAMES, feature_matrix, series_keys
 from hypermodal.evidence.table import table_claims
-from hypermodal.io import ImageReadError, iter_images, read_header
-from hypermodal.io.inputs import FolderKey, walk_files
+from hypermodal.inference.batches import BatchQueue
+from hypermodal.inference.decoding import Sampler, decode_rounds, read_headers
+from hypermodal.inference.inputs import expand_inputs
+from hypermodal.inference.sampling import EmptyInputError, Series, group_series
+from hypermodal.inference.series import series_table
+from hypermodal.inference.summary import PredictSummary, summary_dict, summary_text
 from hypermodal.labels import ClassVocabulary
-from hypermodal.preprocess import PreprocessConfig, to_uint8
+
+__all__ = [
+    "DEFAULT_SLICES",
+    "PredictResult",
+    "PredictSummary",
+    "classify",
+    "expand_inputs",
+    "predict",
+    "summary_dict",
+    "summary_text",
+]
 
 log = logging.getLogger(__name__)
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
-
-
-@dataclass
-class PredictSummary:
-    files_seen: int = 0
-    files_predicted: int = 0
-    files_skipped: int = 0
-    images: int = 0
-    series: int = 0
-    seconds: float = 0.0
-    images_per_second: float = 0.0
-    model: str = ""
-    per_class: dict[str, int] = field(default_factory=dict)
-    conflicts: int = 0
-    warnings: list[str] = field(default_factory=list)
-
-    def reconciles(self) -> bool:
-        return self.files_seen == self.files_predicted + self.files_skipped
-
-
-def expand_inputs(inputs: Iterable[Path | str]) -> list[Path]:
-    """Files named directly, plus every file under named folders, in a stable order.
-
-    Folders are listed by :func:`~hypermodal.io.inputs.walk_files`: a folder's files by name,
-    then its sub-folders; links to folders are followed once (a second way into a folder, such
-    as a link loop, is not listed again); nothing is opened. Every file found is an input, a
-    hidden name included, and is either predicted or skipped with its reason: FIFOs, sockets,
-    devices and broken links are refused by the reader without being opened. Only a corpus
-    folder's metadata files (``dataset.json`` …) are left out, and a folder that cannot be
-    listed is logged. Paths come back as :func:`~hypermodal.common.paths.path_text`, the text
-    every output can hold (a name that is not UTF-8 included); the readers open them as such.
-
-    Raises:
-        FileNotFoundError: An input does not exist.
-    """
-    files: list[Path] = []
-    seen: dict[FolderKey, Path] = {}
-    for item in inputs:
-        p = local_path(item)  # a path as the file system has it, or as an output wrote it
-        if not os.path.lexists(p):
-            raise FileNotFoundError(f"input {path_text(p)} does not exist")
-        if not p.is_dir():
-            files.append(Path(path_text(p)))
-            continue
-        for entry in walk_files(p, SKIP_NAMES, seen):
-            if entry.unlisted:
-                log.warning("%s: %s: its files are not predicted", entry.path, entry.unlisted)
-            elif not entry.repeated:
-                files.append(Path(path_text(entry.path)))
-    return files
+#: images decoded per series unless told otherwise
+DEFAULT_SLICES = 8
 
 
 def check_table_path(path: Path | str) -> Path:
@@ -112,86 +71,6 @@ def write_table(df: pd.DataFrame, path: Path | str) -> None:
             df.to_csv(tmp, index=False)
         else:
             df.to_parquet(tmp, index=False)
-
-
-def _decode_file(args: tuple[str, dict]) -> dict[str, Any]:
-    """Worker: header + every 2D image of one file, preprocessed to uint8, with the intensity
-    statistics of each decoded image and the file's header geometry (the feature model's
-    evidence, computed from the same decode)."""
-    path, pre_dict = args
-    pre = PreprocessConfig.from_dict(pre_dict)
-    try:
-        h = read_header(Path(path))
-        indices: list[int] = []
-        images: list[np.ndarray] = []
-        stats: list[np.ndarray] = []
-        for idx, img in iter_images(Path(path)):
-            heartbeat()  # a file of many images is not cut short while it makes progress
-            indices.append(idx)
-            images.append(to_uint8(img, pre))
-            stats.append(image_stats(img))
-    except ImageReadError as exc:
-        return {"path": path, "error": exc.reason}
-    except BaseException as exc:  # noqa: BLE001 - a strange image or a decoder's panic
-        return {"path": path, "error": failure_reason(exc)}
-    if not images:
-        return {"path": path, "error": "file holds no images"}
-    return {
-        "path": path,
-        "indices": indices,
-        "images": np.stack(images),
-        "stats": np.stack(stats),
-        "series": h.series or path,
-        "modality": h.modality,
-        "sop_class": h.extra.get("sop_class"),
-        "localizer": h.localizer,
-        "rows": h.rows,
-        "columns": h.columns,
-        **header_geometry(h.format, h.num_images, h.extra),
-    }
-
-
-def _decoded(files: list[Path], pre: PreprocessConfig, engine: Engine) -> Iterator[dict[str, Any]]:
-    """Decoded files in input order (the engine bounds how far decoding runs ahead); a file
-    whose worker died or went past its limits is an error with the reason."""
-    args = [(str(f), pre.to_dict()) for f in files]
-    for (path, _), item in zip(args, engine.map(_decode_file, args), strict=True):
-        yield {"path": path, "error": item.reason} if isinstance(item, Crashed) else item
-
-
-def series_table(images: pd.DataFrame, classes: tuple[str, ...]) -> pd.DataFrame:
-    """One row per series/volume: the mean fused probability over its images, its class
-    (``UNKNOWN`` when the series' confidence is below the threshold its images used), the
-    header claim, and ``agreement`` (``conflict`` when any image of the series conflicts)."""
-    pcols = [f"p_{c}" for c in classes]
-    grouped = images.groupby("series", sort=False)
-    out = grouped[pcols].mean()
-    probs = out[pcols].to_numpy()
-    conf = probs.max(axis=1) if len(out) else np.zeros(0)
-    names = np.asarray(classes, dtype=object)[probs.argmax(axis=1)] if len(out) else []
-    threshold = float(images.attrs.get("unknown_below", 0.0))
-    out.insert(0, "num_images", grouped.size())
-    out.insert(0, "path", grouped["path"].first())
-    out.insert(2, "prediction", np.where(conf >= threshold, names, UNKNOWN))
-    out.insert(3, "confidence", conf.astype(np.float32))
-    out.insert(4, "header_label", grouped["header_label"].first())
-    out.insert(5, "agreement", grouped["agreement"].agg(_series_agreement))
-    for name in ("pixel_prediction", "feature_prediction"):
-        out.insert(6, name, grouped[name].agg(_majority))
-    return out.reset_index()
-
-
-def _majority(values: pd.Series) -> Any:
-    counts = values.dropna().value_counts()
-    return counts.index[0] if len(counts) else None
-
-
-def _series_agreement(values: pd.Series) -> str:
-    kinds = set(values)
-    for kind in ("conflict", "header only", "agree"):
-        if kind in kinds:
-            return kind
-    return "no header"
 
 
 def default_model_path() -> Path:
@@ -227,7 +106,18 @@ def model_warnings(loaded: Any) -> list[str]:
     return notes
 
 
-def _decide(loaded: Any, meta_rows: list[dict], stats: list[np.ndarray], p: np.ndarray):
+def _decide(
+    loaded: Any,
+    meta_rows: list[dict],
+    stats: list[np.ndarray],
+    p: np.ndarray,
+    sizes: dict[str, int],
+) -> pd.DataFrame:
+    """The per-image table: the fused decision for every decoded image.
+
+    ``sizes`` (series key -> images by the headers) gives the feature ``images_in_series`` its
+    true value when only a sample of a series was decoded.
+    """
     from hypermodal.inference.model import evidence_model
 
     vocab: ClassVocabulary = loaded.vocabulary
@@ -235,6 +125,10 @@ def _decide(loaded: Any, meta_rows: list[dict], stats: list[np.ndarray], p: np.n
     model = evidence_model(loaded)
     n = len(table)
     x = feature_matrix(np.concatenate(stats) if stats else np.zeros((0, len(STAT_NAMES))), table)
+    if n:
+        counted = table["series"].map(sizes).to_numpy(dtype=np.float64)
+        column = FEATURE_NAMES.index("images_in_series")
+        x[:, column] = np.fmax(x[:, column], counted)
     claims = table_claims(table, vocab)
     # an image without finite values or with one value everywhere carries no image evidence:
     # it is decided on its header alone, or comes out UNKNOWN
@@ -243,7 +137,6 @@ def _decide(loaded: Any, meta_rows: list[dict], stats: list[np.ndarray], p: np.n
     decided = model.decide(
         p if n else None, x if n else None, claims, has_image=has_image, series=series_keys(table)
     )
-    decided.attrs["unknown_below"] = model.fusion.unknown_below
     pcols = [f"p_{c}" for c in loaded.classes]
     out = pd.concat([table[["path", "index"]], decided], axis=1)
     first = ["path", "index", "prediction", "confidence", *pcols]
@@ -271,11 +164,30 @@ META_COLUMNS = (
 )
 
 
-def predict(
+@dataclass
+class PredictResult:
+    """What :func:`classify` found: the two tables, the series, the unreadable files.
+
+    Attributes:
+        images: One row per decoded image (see :func:`predict`).
+        series: One row per series (:func:`~hypermodal.inference.series.series_table`).
+        groups: Every series the headers described, its files in order (readable files only).
+        errors: One record per unreadable file (:func:`~hypermodal.common.rejects.error_record`).
+        summary: The counts.
+    """
+
+    images: pd.DataFrame
+    series: pd.DataFrame
+    groups: list[Series]
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    summary: PredictSummary = field(default_factory=PredictSummary)
+
+
+def classify(
     inputs: Iterable[Path | str],
     checkpoint: Path | str | None,
-    out: Path | str,
-    series_out: Path | str | None = None,
+    *,
+    slices: int | None = DEFAULT_SLICES,
     batch_size: int = 64,
     workers: int | None = None,
     device: str = "auto",
@@ -283,60 +195,71 @@ def predict(
     engine: str | Engine = "local",
     ray_address: str | None = None,
     limits: DecodeLimits | None = None,
-) -> PredictSummary:
-    """Classify every 2D image under ``inputs`` with the model in ``checkpoint`` (None: the
-    bundled default model, :func:`default_model_path`).
+    skip: Iterable[Path | str] = (),
+) -> PredictResult:
+    """Classify every series under ``inputs`` (see :func:`predict`), writing nothing; files in
+    the folders ``skip`` are not inputs.
 
-    Writes ``out`` (CSV or Parquet: ``path, index, prediction, confidence, p_<CLASS>...,
-    pixel_prediction, feature_prediction, header_label, agreement, series, modality,
-    localizer``; ``prediction`` is the fused class or ``UNKNOWN``, ``header_label`` what the
-    DICOM header claims, ``agreement`` whether it matches the image), ``<out>.errors.jsonl``,
-    and ``series_out`` when given (:func:`series_table`).
-
-    ``engine`` decodes the files: ``"local"`` (process pool of ``workers``), ``"ray"`` (Ray
-    Data: a local Ray instance, or the cluster at ``ray_address``; every worker must see the
-    files at the same paths), or an :class:`~hypermodal.common.engines.Engine` the caller owns. The
-    model always runs in this process. ``limits`` bound each local decoding worker (time per
-    file, memory ceiling; default :class:`~hypermodal.common.isolation.DecodeLimits`): a file
-    that crashes its worker or goes past them is skipped with the reason.
+    Raises:
+        FileNotFoundError: An input does not exist.
+        EmptyInputError: The inputs hold no file at all.
+        ValueError: ``slices`` below 1.
     """
     # imported here: the decoding processes import this module and never need torch
     from hypermodal.inference.model import load_model, predict_proba
 
+    if slices is not None and slices < 1:
+        raise ValueError(f"slices must be at least 1 (None: every image), got {slices}")
     start = time.perf_counter()
-    out = check_table_path(out)
-    if series_out is not None:
-        series_out = check_table_path(series_out)
-    files = expand_inputs(inputs)
+    inputs = list(inputs)
+    # ---- Ray (the model on the workers) and s3:// inputs: inference/ray_predict.py
+    from hypermodal.inference.ray_predict import classify_on_workers, runs_on_workers
+
+    if runs_on_workers(engine, inputs):
+        run = {"progress": progress, "engine": engine, "ray_address": ray_address}
+        return classify_on_workers(
+            inputs, checkpoint, slices=slices, batch_size=batch_size, workers=workers,
+            device=device, limits=limits, skip=list(skip), **run,
+        )  # fmt: skip
+    # ---- local files on the local engine
+    files = expand_inputs(inputs, skip)
+    if not files:
+        named = ", ".join(path_text(local_path(i)) for i in inputs)
+        raise EmptyInputError(f"no files under {named}: nothing to classify")
     checkpoint = Path(checkpoint) if checkpoint is not None else default_model_path()
     loaded = load_model(checkpoint, device=device)
     classes = tuple(loaded.vocabulary.classes)
+    summary = PredictSummary(files_seen=len(files), model=str(checkpoint), slices=slices)
+    summary.warnings = model_warnings(loaded)
+    errors: list[dict[str, Any]] = []
     meta_rows: list[dict[str, Any]] = []
     stats: list[np.ndarray] = []
-    probs: list[np.ndarray] = []
-    errors: list[dict] = []
     buf: list[np.ndarray] = []
-    summary = PredictSummary(files_seen=len(files), model=str(checkpoint))
-    summary.warnings = model_warnings(loaded)
+    # the model runs on a thread of its own while the workers decode the next batch
+    model_calls = BatchQueue(lambda batch: predict_proba(loaded, batch))
 
     def flush() -> None:
         if buf:
-            probs.append(np.asarray(predict_proba(loaded, np.concatenate(buf))))
+            model_calls.submit(np.concatenate(buf))
             buf.clear()
 
-    bar = progress_bar(len(files), progress, desc="predict", unit="file")
-    pending = 0
-    with engine_scope(engine, workers=workers, address=ray_address, limits=limits) as runner:
-        for item in _decoded(files, loaded.preprocess, runner):
-            bar.update(1)
+    with (
+        model_calls,
+        engine_scope(engine, workers=workers, address=ray_address, limits=limits) as runner,
+    ):
+        infos, failed = read_headers(files, runner, progress)
+        errors += [error_record(path, "predict", reason) for path, reason in failed]
+        groups = group_series(infos)
+        order = {str(f): i for i, f in enumerate(files)}
+        sampler = Sampler(groups, slices, order)
+        pending = 0
+        for _, item in decode_rounds(sampler, loaded.preprocess, runner, progress):
             if "error" in item:
                 errors.append(error_record(item["path"], "predict", item["error"]))
-                summary.files_skipped += 1
                 continue
             summary.files_predicted += 1
-            same = {k: item.get(k) for k in META_COLUMNS if k not in ("index",)}
-            for idx in item["indices"]:
-                meta_rows.append({**same, "index": idx})
+            same = {k: item.get(k) for k in META_COLUMNS if k != "index"}
+            meta_rows += [{**same, "index": idx} for idx in item["indices"]]
             stats.append(item["stats"])
             buf.append(item["images"])
             pending += len(item["indices"])
@@ -344,30 +267,144 @@ def predict(
                 flush()
                 pending = 0
         flush()
-    bar.close()
-
-    p = np.concatenate(probs) if probs else np.zeros((0, len(classes)), dtype=np.float32)
-    table = _decide(loaded, meta_rows, stats, p)
-    summary.images = len(table)
-    summary.per_class = {c: int(n) for c, n in table["prediction"].value_counts().items()}
-    summary.conflicts = int((table["agreement"] == "conflict").sum()) if len(table) else 0
-    errors_out = out.with_name(out.name + ".errors.jsonl")
-    own = [out.name, errors_out.name] + ([Path(series_out).name] if series_out else [])
-    for stale in remove_stale_temps(out.parent, own):  # left by a killed earlier run
-        log.info("removed %s, left by a killed run", stale)
-    write_table(table, out)
-    write_errors(errors_out, errors)
-    s = series_table(table, classes) if len(table) else pd.DataFrame()
-    summary.series = len(s)
-    if series_out is not None:
-        write_table(s, series_out)
+        p = model_calls.results()
+    summary.files_skipped = len(errors)
+    summary.files_sampled_out = len(infos) - sampler.files_tried()
+    if p is None:
+        p = np.zeros((0, len(classes)), dtype=np.float32)
+    sizes = {s.key: s.num_images for s in groups}
+    images = _decide(loaded, meta_rows, stats, p, sizes)
+    series = series_table(images, classes, groups)
+    summary.count(series, images)
+    if not len(series):
+        summary.warnings.append(
+            f"no images found in {len(files)} file(s) under "
+            f"{', '.join(path_text(local_path(i)) for i in inputs)}: none could be read as an "
+            "image (the reasons are in the errors file)"
+        )
     summary.seconds = round(time.perf_counter() - start, 3)
-    summary.images_per_second = (
-        round(summary.images / summary.seconds, 1) if summary.seconds else 0.0
-    )
+    if summary.seconds:
+        summary.images_per_second = round(summary.images / summary.seconds, 1)
+        summary.series_per_second = round(summary.series / summary.seconds, 2)
     assert summary.reconciles(), summary
-    return summary
+    return PredictResult(images, series, groups, errors, summary)
 
 
-def summary_dict(summary: PredictSummary) -> dict[str, Any]:
-    return asdict(summary)
+def errors_path(out: Path | str) -> Path:
+    """The errors file that goes with the table ``out``: ``<out>.errors.jsonl``."""
+    out = Path(out)
+    return out.with_name(out.name + ".errors.jsonl")
+
+
+def predict(
+    inputs: Iterable[Path | str],
+    checkpoint: Path | str | None,
+    out: Path | str,
+    images_out: Path | str | None = None,
+    series_out: Path | str | None = None,
+    *,
+    slices: int | None = DEFAULT_SLICES,
+    batch_size: int = 64,
+    workers: int | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    engine: str | Engine = "local",
+    ray_address: str | None = None,
+    limits: DecodeLimits | None = None,
+    report: Path | str | None = None,
+) -> PredictSummary:
+    """Classify every series/volume under ``inputs`` with the model in ``checkpoint`` (None: the
+    bundled default model, :func:`default_model_path`).
+
+    Writes ``out`` (CSV or Parquet), one row per series:
+    :func:`~hypermodal.inference.series.series_columns` (``series`` key, first ``path``,
+    ``folder``, the fused ``prediction`` or ``UNKNOWN``, ``confidence``, ``p_<CLASS>…``,
+    ``header_label`` (what the DICOM header claims), ``agreement``, ``pixel_prediction``,
+    ``feature_prediction``, ``PatientID``, ``StudyDate``, ``StudyDescription``,
+    ``SeriesDescription``, ``SeriesInstanceUID``, ``StudyInstanceUID``, ``Modality``,
+    ``num_files``, ``num_images`` (by the headers), ``images_decoded``);
+    ``<out>.errors.jsonl``; ``images_out`` when given, one row per decoded image (``path, index,
+    prediction, confidence, p_<CLASS>..., pixel_prediction, feature_prediction, header_label,
+    agreement, series, modality, localizer``); and ``series_out`` when given, a second copy of
+    the series table (the name older scripts used).
+
+    Args:
+        inputs: Files and folders.
+        checkpoint: The model (None: the bundled one).
+        out: The series table.
+        images_out: The per-image table (optional).
+        series_out: The series table again (optional).
+        slices: Images decoded per series, spread through it, the middle one always among
+            them (None: every image of every file).
+        batch_size: Images per model call.
+        workers: Decoding processes (local engine).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
+        progress: Show progress bars.
+        engine: ``"local"`` (process pool of ``workers``; the model runs in this process),
+            ``"ray"`` (a local Ray instance, or the cluster at ``ray_address``: an actor pool
+            with one model per actor reads, decodes and classifies, and only rows come back:
+            :mod:`~hypermodal.inference.ray_predict`; local paths must be seen by every
+            worker at the same paths), or an :class:`~hypermodal.common.engines.Engine` the
+            caller owns. Inputs may be ``s3://bucket/prefix`` on either engine (objects read
+            where they are decoded: :mod:`~hypermodal.inference.remote_inputs`).
+        ray_address: The Ray cluster to join.
+        limits: Bounds on each local decoding worker (time per file, memory ceiling; default
+            :class:`~hypermodal.common.isolation.DecodeLimits`): a file that crashes its worker
+            or goes past them is skipped with the reason.
+        report: A folder for the archive report (``index.html`` and the tables beside it:
+            :func:`~hypermodal.inference.report.write_archive_report`), or None.
+
+    Returns:
+        The counts (:class:`~hypermodal.inference.summary.PredictSummary`).
+
+    Raises:
+        ValueError: An output that is not ``.csv`` or ``.parquet``; ``slices`` below 1.
+        FileNotFoundError: An input does not exist.
+        EmptyInputError: The inputs hold no file at all (nothing is written).
+    """
+    outputs = [check_table_path(p) for p in (out, images_out, series_out) if p is not None]
+    if report is not None:
+        from hypermodal.common.files import check_writable
+
+        check_writable(report, folder=True, what="the report folder")
+    result = classify(
+        inputs,
+        checkpoint,
+        slices=slices,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        progress=progress,
+        engine=engine,
+        ray_address=ray_address,
+        limits=limits,
+    )
+    out = Path(out)
+    errors_out = errors_path(out)
+    result.summary.errors_file = str(errors_out)
+    own = [p.name for p in outputs] + [errors_out.name]
+    for folder in {p.parent for p in outputs}:
+        for stale in remove_stale_temps(folder, own):  # left by a killed earlier run
+            log.info("removed %s, left by a killed run", stale)
+    write_table(result.series, out)
+    write_errors(errors_out, result.errors)
+    if images_out is not None:
+        write_table(result.images, images_out)
+    if series_out is not None:
+        write_table(result.series, series_out)
+    if report is not None:
+        from hypermodal.inference.report import write_archive_report
+
+        threshold = result.images.attrs.get("unknown_below")
+        page = write_archive_report(
+            result.images,
+            result.series,
+            report,
+            errors=result.errors,
+            notes=result.summary.warnings,
+            unknown_below=None if threshold is None else float(threshold),
+            workers=workers,
+            limits=limits,
+        )
+        result.summary.report = str(page)
+    return result.summary

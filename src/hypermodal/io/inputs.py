@@ -10,6 +10,10 @@ files by name, then its sub-folders by name):
   like files, and the readers refuse them with a reason without opening them
   (:func:`hypermodal.io.streams.check_regular`);
 * a folder that cannot be listed is an :class:`Entry` whose ``unlisted`` says why;
+* names in ``skip_names`` (exact names, or shell patterns such as ``.*.tmp``), files and folders
+  alike, are not listed at all: a corpus folder's own metadata and what the program itself
+  writes (a fetch's ``.fetch/`` journal and lock, temporary files; see
+  :data:`hypermodal.catalog.SKIP_NAMES`) are never inputs;
 * names starting with ``.`` (``.DS_Store``, ``.git/…``) are listed with ``hidden`` set, so a
   stage can count them as it chooses (the catalog counts them as excluded, by path).
 
@@ -19,12 +23,14 @@ escapes); :func:`hypermodal.common.paths.path_text` turns them into the text wri
 
 from __future__ import annotations
 
+import fnmatch
 import os
-from collections.abc import Collection, Iterator
+import re
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Entry", "FolderKey", "claim_folder", "walk_files"]
+__all__ = ["Entry", "FolderKey", "claim_folder", "name_matcher", "walk_files"]
 
 
 #: a folder's identity (device, inode): the same folder reached through a link has the same key
@@ -48,6 +54,25 @@ class Entry:
     hidden: bool = False
     repeated: str | None = None
     unlisted: str | None = None
+
+
+def name_matcher(names: Collection[str]) -> Callable[[str], bool]:
+    """A test of whether a name is one of ``names``: exact names, or shell patterns (``*``,
+    ``?``, ``[...]``) matched against the whole name, case-sensitively.
+
+    Example:
+        >>> skip = name_matcher({"dataset.json", ".*.tmp"})
+        >>> skip(".catalog.parquet.123.ab_c.tmp"), skip("scan.dcm")
+        (True, False)
+    """
+    exact = frozenset(n for n in names if not any(c in n for c in "*?["))
+    patterns = [n for n in names if n not in exact]
+    rx = re.compile("|".join(fnmatch.translate(p) for p in patterns)) if patterns else None
+
+    def matches(name: str) -> bool:
+        return name in exact or (rx is not None and rx.match(name) is not None)
+
+    return matches
 
 
 def claim_folder(seen: dict[FolderKey, Path], folder: Path) -> str | None:
@@ -83,8 +108,9 @@ def walk_files(
 
     Args:
         folder: The folder to list.
-        skip_names: File names that are never inputs (a dataset's own ``dataset.json``): not
-            listed at all.
+        skip_names: Names of files and folders that are never inputs (a dataset's own
+            ``dataset.json``, the program's ``.fetch/`` folder), exact or shell patterns
+            (:func:`name_matcher`): not listed at all, nor entered.
         seen: Folders already claimed by other walks of the same listing
             (:func:`claim_folder`); updated.
         hidden: Treat every entry as hidden (the folder's own name starts with ``.``).
@@ -99,11 +125,11 @@ def walk_files(
     if repeated is not None:
         yield Entry(root, hidden, repeated=repeated)
         return
-    yield from _walk(root, seen, frozenset(skip_names), hidden)
+    yield from _walk(root, seen, name_matcher(skip_names), hidden)
 
 
 def _walk(
-    folder: Path, seen: dict[FolderKey, Path], skip: frozenset[str], hidden: bool
+    folder: Path, seen: dict[FolderKey, Path], skip: Callable[[str], bool], hidden: bool
 ) -> Iterator[Entry]:
     try:
         with os.scandir(folder) as it:
@@ -113,6 +139,8 @@ def _walk(
         return
     folders: list[tuple[Path, bool, bool]] = []
     for entry in entries:
+        if skip(entry.name):
+            continue
         path = Path(entry.path)
         below_hidden = hidden or entry.name.startswith(".")
         try:
@@ -121,7 +149,7 @@ def _walk(
             is_dir = False
         if is_dir:
             folders.append((path, below_hidden, entry.is_symlink()))
-        elif entry.name not in skip:  # files, FIFOs, devices, broken links: the reader decides
+        else:  # files, FIFOs, devices, broken links: the reader decides
             yield Entry(path, below_hidden)
     # real sub-folders claim their place before links to them do
     claimed = []

@@ -42,6 +42,19 @@ def class_counts(catalog: pd.DataFrame, caps: Mapping[str, int]) -> pd.DataFrame
     return counts
 
 
+def usable_rows(catalog: pd.DataFrame, exclude_localizers: bool) -> pd.DataFrame:
+    """The rows a split is made from: every row, less localizers (scouts) when they are
+    excluded. A dataset of localizers only has no usable rows, so no split places it."""
+    if not exclude_localizers:
+        return catalog
+    return catalog[~catalog["localizer"].astype("boolean").fillna(False).to_numpy(dtype=bool)]
+
+
+def placed_datasets(catalog: pd.DataFrame, exclude_localizers: bool) -> set[str]:
+    """The datasets a split of ``catalog`` must place (those with usable rows)."""
+    return set(usable_rows(catalog, exclude_localizers)["dataset"].astype(str))
+
+
 def synthetic_datasets(catalog: pd.DataFrame) -> list[str]:
     """Datasets with any row marked ``synthetic`` (none when the column is absent), sorted."""
     if "synthetic" not in catalog.columns:
@@ -122,7 +135,7 @@ def make_split(
             dataset outside train, or is invalid.
     """
     caps = dict(DEFAULT_CAPS if caps is None else caps)
-    usable = catalog[~catalog["localizer"]] if exclude_localizers else catalog
+    usable = usable_rows(catalog, exclude_localizers)
     counts = class_counts(usable, caps)
     synthetic = [d for d in synthetic_datasets(catalog) if d in counts.index]
     if split_file is not None:
@@ -191,7 +204,9 @@ def split_or_reuse(
 ) -> tuple[SplitPlan, bool]:
     """Write the split to ``out`` once; later calls reuse it. Returns (plan, reused).
 
-    ``kwargs`` go to :func:`make_split` when a new split is made.
+    ``kwargs`` go to :func:`make_split` when a new split is made. A saved split is reused when
+    it places every dataset it must (:func:`placed_datasets`: by its own localizer rule, so a
+    dataset of scout images only, which no split places, does not count as new).
 
     Raises:
         SplitError: the saved split does not place every dataset of ``catalog`` or puts one of
@@ -201,7 +216,7 @@ def split_or_reuse(
     out = Path(out)
     if out.exists() and not force and split_file is None:
         plan = SplitPlan.load(out)
-        missing = sorted(set(catalog["dataset"]) - set(plan.assignments))
+        missing = sorted(placed_datasets(catalog, plan.exclude_localizers) - set(plan.assignments))
         if missing:
             raise SplitError(
                 f"existing split {out} does not place datasets {missing[:10]}; the catalog has "

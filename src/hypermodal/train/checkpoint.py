@@ -1,8 +1,8 @@
 """Writing checkpoints: a plain dict of tensors and plain values, saved atomically.
 
 The format (and the reader, :func:`hypermodal.inference.read_checkpoint`) is described in
-:mod:`hypermodal.inference.model`. Files are written to a temporary name and renamed, so a crash
-never leaves half a checkpoint; each carries the digest of its tensors
+:mod:`hypermodal.inference.checkpoint`. Files are written to a temporary name and renamed, so a
+crash never leaves half a checkpoint; each carries the digest of its tensors
 (:mod:`hypermodal.inference.integrity`), which the reader verifies.
 """
 

@@ -60,6 +60,8 @@ def test_datasets_follow_the_contract(samples, simulated):
     labels = {n: e["label"] for n, e in summary["datasets"].items()}
     assert labels["sim-drr.nifti-epi"] == labels["sim-export-drr.nifti-epi"] == "XR"
     assert labels["sim-pet.nifti-epi"] == labels["sim-export-pet.nifti-epi"] == "PT"
+    assert labels["sim-mr.nifti-epi"] == "MR"  # MR exports of an MR volume; none of CT slabs
+    assert not any(n.startswith("sim-mr.") and "ct" in n for n in labels)
     assert labels["sim-export.ct-small"] == "CT" and labels["sim-export.ultrasound"] == "OTHER"
     assert labels["sim-export.png-xr"] == "XR"
     totals = summary["totals"]
@@ -83,7 +85,7 @@ def test_files_are_readable(simulated):
             elif name.startswith("sim-pet"):
                 assert header.modality == "PT" or header.format == "nifti"
                 assert image.min() >= 0
-            elif name.startswith("sim-ct"):
+            elif name.startswith(("sim-ct", "sim-mr")):
                 assert header.format == "nifti" and header.modality is None
             else:
                 assert header.format == "raster" and path.suffix in (".png", ".jpg")

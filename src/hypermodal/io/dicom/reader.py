@@ -135,12 +135,39 @@ def _spacing(ds: Any) -> list[float] | None:
     return None
 
 
+def _instance_number(ds: Any) -> int | None:
+    """InstanceNumber as an int (None when absent or not a number)."""
+    numbers = float_values(ds, "InstanceNumber")
+    return int(numbers[0]) if numbers and np.isfinite(numbers[0]) else None
+
+
+def slice_position(ds: Any) -> float | None:
+    """Where the image lies along its slice normal (mm): ImagePositionPatient projected on the
+    cross product of ImageOrientationPatient's row and column directions, so the images of a
+    series sort in space whatever their file names or instance numbers (None when absent)."""
+    position = float_values(ds, "ImagePositionPatient")
+    orientation = float_values(ds, "ImageOrientationPatient")
+    if not position or len(position) != 3:
+        return None
+    normal = np.array([0.0, 0.0, 1.0])
+    if orientation and len(orientation) == 6:
+        cross = np.cross(orientation[:3], orientation[3:])
+        if np.all(np.isfinite(cross)) and np.linalg.norm(cross) > 1e-6:
+            normal = cross / np.linalg.norm(cross)
+    value = float(np.dot(normal, position))
+    return value if np.isfinite(value) else None
+
+
 def _header_from(opened: OpenedFile) -> FileHeader:
     ds = opened.v
     image_type = upper_values(ds, "ImageType")
     extra: dict[str, Any] = {
         "sop_class": text_value(ds, "SOPClassUID"),
         "series_description": text_value(ds, "SeriesDescription"),
+        "study_description": text_value(ds, "StudyDescription"),
+        "study_date": text_value(ds, "StudyDate"),
+        "instance_number": _instance_number(ds),
+        "slice_position": slice_position(ds),
         "manufacturer": text_value(ds, "Manufacturer"),
         "image_type": "\\".join(image_type) or None,
         "bits_stored": int(ds["BitsStored"]) if ds.get("BitsStored") is not None else None,

@@ -1,10 +1,13 @@
 """Fetch planned series from IDC, TCIA or DICOMweb: journalled, verified, retried.
 
-Modules, from the bottom up: :mod:`~.plan_rows` reads ``plan.parquet``; :mod:`~.base` holds the
-options, retrying, streamed writes and the :class:`Source` protocol; :mod:`~.archive` extracts
-zips safely; :mod:`~.journal` keeps the SQLite journal; :mod:`~.verify` checks a downloaded
-series; the sources :mod:`~.idc`, :mod:`~.tcia`, :mod:`~.dicomweb` build on ``base`` only; and
-:mod:`~.run` drives them (:func:`fetch_plan`, :func:`dry_run`).
+Modules, from the bottom up: :mod:`~.plan_rows` reads ``plan.parquet``; :mod:`~.reach` tells
+an unreachable server from a failure worth retrying; :mod:`~.base` holds the options,
+retrying, streamed writes and the :class:`Source` protocol; :mod:`~.archive` extracts zips
+safely; :mod:`~.instance` reads and writes DICOM instances (with or without a file meta
+header); :mod:`~.journal` keeps the SQLite journal; :mod:`~.verify` checks a downloaded series;
+:mod:`~.query` (QIDO-RS filters: :class:`SeriesQuery`) and :mod:`~.wado` (WADO-RS as raw
+bytes) serve DICOMweb; the sources :mod:`~.idc`, :mod:`~.tcia`, :mod:`~.dicomweb` build on
+those only; and :mod:`~.run` drives them (:func:`fetch_plan`, :func:`dry_run`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,15 @@ from hypermodal.sources.fetch.base import (
     ZipLimits,
 )
 from hypermodal.sources.fetch.journal import FAILED, STATE_DIR, VERIFIED, Journal, lock_target
-from hypermodal.sources.fetch.plan_rows import TCIA_DEFAULT_URL, PlanRow, plan_rows, read_plan
+from hypermodal.sources.fetch.plan_rows import (
+    TCIA_DEFAULT_URL,
+    PlanRow,
+    plan_rows,
+    read_plan,
+    split_capped,
+)
+from hypermodal.sources.fetch.query import SeriesInfo, SeriesQuery
+from hypermodal.sources.fetch.reach import SourceUnreachableError
 from hypermodal.sources.fetch.run import (
     FetchSummary,
     dry_run,
@@ -42,7 +53,10 @@ __all__ = [
     "PlanRow",
     "RetryPolicy",
     "STATE_DIR",
+    "SeriesInfo",
+    "SeriesQuery",
     "Source",
+    "SourceUnreachableError",
     "TCIA_DEFAULT_URL",
     "UnsafeArchiveError",
     "VERIFIED",
@@ -55,5 +69,6 @@ __all__ = [
     "plan_rows",
     "read_plan",
     "safe_extract_zip",
+    "split_capped",
     "verify_series",
 ]

@@ -22,6 +22,11 @@ from typing import Any, Protocol
 
 from hypermodal.common.errors import FetchError, PermanentFetchError, UnsafeArchiveError
 from hypermodal.sources.fetch.plan_rows import TCIA_DEFAULT_URL, PlanRow
+from hypermodal.sources.fetch.reach import (
+    SourceUnreachableError,
+    describe_source,
+    unreachable_reason,
+)
 
 __all__ = [
     "CHUNK",
@@ -32,6 +37,7 @@ __all__ = [
     "PlanRow",
     "RetryPolicy",
     "Source",
+    "SourceUnreachableError",
     "TCIA_DEFAULT_URL",
     "UnsafeArchiveError",
     "ZipLimits",
@@ -61,14 +67,25 @@ class RetryPolicy:
         return base * (0.5 + random.random() / 2)
 
 
-def with_retries(func: Callable[[], Any], policy: RetryPolicy, what: str) -> Any:
-    """Call ``func`` until it succeeds, retrying on anything but :class:`PermanentFetchError`."""
+def with_retries(
+    func: Callable[[], Any], policy: RetryPolicy, what: str, where: str | None = None
+) -> Any:
+    """Call ``func`` until it succeeds, retrying on anything but :class:`PermanentFetchError`.
+
+    A server that cannot be reached at all (connection refused, unknown host, no route, connect
+    time-out: :func:`~hypermodal.sources.fetch.reach.unreachable_reason`) is not retried: it
+    raises :class:`~hypermodal.sources.fetch.reach.SourceUnreachableError` naming ``where``
+    (default: the server part of ``what``) at once.
+    """
     for attempt in range(1, policy.attempts + 1):
         try:
             return func()
         except PermanentFetchError:
             raise
         except Exception as exc:
+            reason = unreachable_reason(exc)
+            if reason is not None:
+                raise SourceUnreachableError(where or describe_source(what), reason) from exc
             if attempt >= policy.attempts:
                 raise
             wait = policy.delay(attempt)

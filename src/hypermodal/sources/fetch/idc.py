@@ -23,6 +23,7 @@ from hypermodal.sources.fetch.base import (
     stream_to_file,
     with_retries,
 )
+from hypermodal.sources.fetch.reach import connect_timeout
 
 DEFAULT_REGION = "us-east-1"
 
@@ -47,7 +48,7 @@ def s3_client(endpoint_url: str | None = None, timeout_s: float = 60.0, pool: in
 
     config = Config(
         signature_version=UNSIGNED,
-        connect_timeout=min(timeout_s, 30.0),
+        connect_timeout=connect_timeout(timeout_s),
         read_timeout=timeout_s,
         retries={"max_attempts": 1, "mode": "standard"},  # retries are ours
         max_pool_connections=pool,
@@ -81,7 +82,8 @@ class IDCSource:
         self, row: PlanRow, staging: Path, on_bytes: Callable[[int], None]
     ) -> Download:
         bucket, _ = parse_s3_url(row.url)
-        objects = with_retries(lambda: self.list_series(row.url), self.opts.retry, row.url)
+        where = self.opts.s3_endpoint or row.url
+        objects = with_retries(lambda: self.list_series(row.url), self.opts.retry, row.url, where)
         download = Download(server_count=len(objects))
         for i, obj in enumerate(objects):
             dest = staging / f"i{i:06d}.dcm"
@@ -95,7 +97,7 @@ class IDCSource:
                     expected_size=int(r.get("ContentLength", obj["Size"])),
                 )
 
-            with_retries(get, self.opts.retry, f"s3://{bucket}/{obj['Key']}")
+            with_retries(get, self.opts.retry, f"s3://{bucket}/{obj['Key']}", where)
             download.files.append(dest)
             etag = str(obj.get("ETag", "")).strip('"')
             if len(etag) == 32 and "-" not in etag:

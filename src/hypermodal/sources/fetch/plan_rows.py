@@ -148,6 +148,12 @@ def plan_rows(
     return rows
 
 
+def split_capped(rows: list[PlanRow]) -> tuple[list[PlanRow], list[PlanRow]]:
+    """``(to fetch, capped out)``: the rows whose ``kept_images`` is 0 (the plan's caps leave
+    none of their images) are not fetched, by ``fetch`` as by ``build``."""
+    return [r for r in rows if r.kept_images != 0], [r for r in rows if r.kept_images == 0]
+
+
 def read_plan(plan: Path | str | Any, skipped: list[dict[str, Any]] | None = None) -> list[PlanRow]:
     """The fetchable series of a plan Parquet file (or a DataFrame of one), in plan order."""
     import pandas as pd

@@ -16,7 +16,15 @@ server's own count where it gives one), and MD5 matches where the server gives o
 :func:`~hypermodal.sources.fetch.verify.verify_series`. A rerun skips verified series and redoes
 anything else, so an interrupted fetch (even ``kill -9``) resumes and ends with exactly the
 planned instances. Network errors, time-outs and failed checks are retried with exponential
-backoff; archives that try to escape the target folder are reported, never retried.
+backoff; archives that try to escape the target folder are reported, never retried. A server
+that cannot be reached at all (connection refused, unknown host, connect time-out) is not
+retried: the fetch stops at once with
+:class:`~hypermodal.sources.fetch.reach.SourceUnreachableError` (a rerun resumes).
+
+Series the plan's caps reduce to zero images (``kept_images == 0``) are not downloaded, as
+``hypermodal build`` does not download them; :func:`dry_run` counts exactly what
+:func:`fetch_plan` would download, which is what the plan promises (``series_kept``,
+``download_MB``).
 """
 
 from __future__ import annotations
@@ -47,7 +55,8 @@ from hypermodal.sources.fetch.journal import (
     lock_target,
     pending_rows,
 )
-from hypermodal.sources.fetch.plan_rows import PlanRow
+from hypermodal.sources.fetch.plan_rows import PlanRow, split_capped
+from hypermodal.sources.fetch.reach import SourceUnreachableError, describe_source
 from hypermodal.sources.fetch.tcia import TCIASource
 from hypermodal.sources.fetch.verify import verify_series
 
@@ -74,6 +83,7 @@ class FetchSummary:
     """What one :func:`fetch_plan` call did; ``to_dict`` is the JSON ``hypermodal fetch`` prints."""
 
     planned: int = 0
+    capped_out: int = 0  # kept_images == 0 in the plan: not downloaded
     verified: int = 0  # verified in this run
     skipped: int = 0  # already verified by an earlier run
     failed: int = 0
@@ -161,8 +171,9 @@ def fetch_series(
         return len(files), nbytes
 
     journal.set(row.key, DOWNLOADING)
+    where = (opts.s3_endpoint or row.url) if row.source == "idc" else describe_source(row.url)
     try:
-        return with_retries(attempt, opts.retry, row.key)
+        return with_retries(attempt, opts.retry, row.key, where)
     except Exception as exc:
         _rmtree(staging)
         journal.set(row.key, FAILED, error=f"{type(exc).__name__}: {exc}"[:2000])
@@ -175,13 +186,22 @@ def fetch_plan(
     options: FetchOptions | None = None,
     sources: Mapping[str, Source] | None = None,
 ) -> FetchSummary:
-    """Fetch every row into ``target``; resume from the journal; return a summary."""
+    """Fetch every row into ``target``; resume from the journal; return a summary.
+
+    Rows whose ``kept_images`` is 0 are counted (``capped_out``), not fetched.
+
+    Raises:
+        SourceUnreachableError: a server does not accept connections; the series in flight are
+            marked failed, the rest stay pending, and nothing else is tried.
+    """
     opts = options or FetchOptions()
     target = Path(target)
+    rows, capped = split_capped(rows)
     target.mkdir(parents=True, exist_ok=True)
     lock = lock_target(target)
     journal = Journal(journal_path(target))
-    summary = FetchSummary(planned=len(rows))
+    summary = FetchSummary(planned=len(rows) + len(capped), capped_out=len(capped))
+    unreachable: list[SourceUnreachableError] = []
     start = time.perf_counter()
     try:
         for row in rows:
@@ -204,8 +224,19 @@ def fetch_plan(
                 futures = {pool.submit(run, row): row for row in todo}
                 for fut in as_completed(futures):
                     row = futures[fut]
+                    if fut.cancelled():
+                        continue
                     try:
                         n, nbytes = fut.result()
+                    except SourceUnreachableError as exc:
+                        if not unreachable:  # the rest would fail the same way: stop
+                            for other in futures:
+                                other.cancel()
+                        unreachable.append(exc)
+                        with counting:
+                            summary.failed += 1
+                            summary.failures[row.key] = str(exc)
+                        continue
                     except Exception as exc:
                         with counting:
                             summary.failed += 1
@@ -224,12 +255,20 @@ def fetch_plan(
         journal.close()
         lock.close()
     summary.seconds = time.perf_counter() - start
+    if unreachable:
+        raise unreachable[0]
     return summary
 
 
 # ------------------------------------------------------------------------------------- dry run
 def dry_run(rows: list[PlanRow], target: Path | str | None = None) -> dict[str, Any]:
-    """What a fetch would download (skipping series a journal in ``target`` has verified)."""
+    """What a fetch would download (skipping series a journal in ``target`` has verified, and
+    series the plan's caps reduce to zero images, which are counted as ``capped_out``).
+
+    ``images`` counts every instance to download, ``images_kept`` the ones the plan keeps
+    after its caps (where it says).
+    """
+    rows, capped = split_capped(rows)
     done: set[str] = set()
     if target is not None and journal_path(Path(target)).exists():
         journal = Journal(journal_path(Path(target)))
@@ -245,10 +284,15 @@ def dry_run(rows: list[PlanRow], target: Path | str | None = None) -> dict[str, 
         s["series"] += 1
         s["images"] += r.images or 0
         s["size_MB"] += r.size_MB or 0.0
+    for s in by_source.values():
+        s["size_MB"] = round(s["size_MB"], 3)
+    kept = [r.kept_images if r.kept_images is not None else r.images for r in todo]
     return {
         "series": len(todo),
         "already_verified": len(done),
+        "capped_out": len(capped),
         "images": sum(r.images or 0 for r in todo),
+        "images_kept": sum(k or 0 for k in kept),
         "size_MB": round(sum(r.size_MB or 0.0 for r in todo), 3),
         "size_unknown_series": sum(r.size_MB is None for r in todo),
         "by_source": by_source,

@@ -29,6 +29,7 @@ from hypermodal.sources.fetch.base import (
     PlanRow,
     stream_to_file,
 )
+from hypermodal.sources.fetch.reach import connect_timeout
 
 DEFAULT_BASE_URL = TCIA_DEFAULT_URL
 MD5_MEMBER = "md5hashes.csv"
@@ -42,7 +43,7 @@ class NBIAClient:
         import requests
 
         self.base_url = base_url.rstrip("/")
-        self.timeout = (min(timeout_s, 30.0), timeout_s)
+        self.timeout = (connect_timeout(timeout_s), timeout_s)
         self.session = session or requests.Session()
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
         self.session.mount("http://", adapter)

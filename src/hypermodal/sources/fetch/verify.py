@@ -5,19 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from hypermodal.sources.fetch.base import Download, FetchError, md5_file
+from hypermodal.sources.fetch.instance import read_instance_file
 from hypermodal.sources.fetch.plan_rows import PlanRow, safe_name
 
 
 def verify_series(row: PlanRow, download: Download) -> list[tuple[Path, str]]:
     """Check a staged series; return ``[(file, SOPInstanceUID)]`` or raise :class:`FetchError`.
 
-    Checked: the MD5s the server gave, that every file parses as DICOM and belongs to the planned
-    series, that no SOPInstanceUID repeats, and that the count matches the plan's ``images`` and
-    the server's own count where either is known.
+    Checked: the MD5s the server gave, that every file parses as DICOM (a bare data set
+    without a file meta header included: :func:`~.instance.read_instance_file`) and belongs to
+    the planned series, that no SOPInstanceUID repeats, and that the count matches the plan's
+    ``images`` and the server's own count where either is known.
     """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     problems: list[str] = []
     for path, expected in download.md5.items():
         got = md5_file(path)
@@ -28,10 +27,7 @@ def verify_series(row: PlanRow, download: Download) -> list[tuple[Path, str]]:
     seen: dict[str, Path] = {}
     out: list[tuple[Path, str]] = []
     for path in download.files:
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except (InvalidDicomError, EOFError, OSError, ValueError, KeyError) as exc:
-            raise FetchError(f"{path.name} does not parse as DICOM: {exc}") from exc
+        ds = read_instance_file(path)  # a data set without a file meta header is accepted
         sop = str(ds.get("SOPInstanceUID", "") or "")
         series = str(ds.get("SeriesInstanceUID", "") or "")
         if not sop:

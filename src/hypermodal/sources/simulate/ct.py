@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -66,8 +67,9 @@ def simulate_ct(
     return CtVolume(values, anatomy.spacing, kind)
 
 
-def write_ct_nifti(path: Path, volume: CtVolume, description: str) -> Path:
-    """The volume as a gzipped NIfTI-1 file (diagonal affine in mm)."""
+def write_ct_nifti(path: Path, volume: Any, description: str) -> Path:
+    """The volume (a :class:`CtVolume` or anything with ``values`` and ``spacing``) as a gzipped
+    NIfTI-1 file (diagonal affine in mm)."""
     affine = np.diag([*volume.spacing, 1.0])
     img = nib.Nifti1Image(volume.values, affine)
     img.header["descrip"] = description[:79].encode()

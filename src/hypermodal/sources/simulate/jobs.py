@@ -18,7 +18,10 @@ from hypermodal.sources.simulate.ct import KINDS as CT_KINDS
 from hypermodal.sources.simulate.ct import simulate_ct, write_ct_nifti
 from hypermodal.sources.simulate.drr import simulate_drrs
 from hypermodal.sources.simulate.export import export_image, sample_export_params
+from hypermodal.sources.simulate.mr import KINDS as MR_KINDS
+from hypermodal.sources.simulate.mr import simulate_mr
 from hypermodal.sources.simulate.pet import sample_pet_params, simulate_pet
+from hypermodal.sources.simulate.volumes import SourceVolume
 from hypermodal.sources.simulate.write import (
     SeriesIds,
     write_export,
@@ -110,6 +113,28 @@ def write_ct_dataset(
             write_ct_nifti(path, ct, f"simulated CT ({kind}) from {source} {vol_name}")
             out.files += 1
             out.images += int(ct.values.shape[2])
+    return out
+
+
+def write_mr_dataset(
+    folder: Path,
+    name: str,
+    volumes: list[tuple[str, SourceVolume, Anatomy | None]],
+    source: str,
+    body_part: str | None,
+    settings: Settings,
+    rng: np.random.Generator,
+) -> Written:
+    """One MR export of each kind (8-bit, skull-stripped 8-bit, scaled, standardised, EPI grid)
+    of each real MR volume."""
+    out = Written()
+    for v, (vol_name, vol, anatomy) in enumerate(volumes):
+        for kind in MR_KINDS:
+            mr = simulate_mr(vol, kind, rng, anatomy, max_slices=settings.pet_max_slices // 2)
+            path = folder / f"mr-{v + 1:02d}-{kind}.nii.gz"
+            write_ct_nifti(path, mr, f"MR export ({kind}) of {source} {vol_name}")
+            out.files += 1
+            out.images += int(mr.values.shape[2])
     return out
 
 

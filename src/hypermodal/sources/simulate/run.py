@@ -5,6 +5,7 @@ Output layout (the catalog reads it)::
 
     out_dir/sim-drr.<source>/drr-NNN-<view>.dcm       radiographs (DX/CR), label XR
     out_dir/sim-ct.<source>/ct-NN-<kind>.nii.gz       CT exports (HU, windowed), label CT
+    out_dir/sim-mr.<source>/mr-NN-<kind>.nii.gz       MR exports of real MR volumes, label MR
     out_dir/sim-pet.<source>/pet-NN/PTNNNN.dcm        PET series, label PT
     out_dir/sim-pet.<source>/pet-NN.nii.gz            PET volumes (Bq/ml), label PT
     out_dir/sim-export.<source>/exp-NNN-K.{png,jpg}   exports of the real dataset's images
@@ -42,21 +43,23 @@ from hypermodal.sources.simulate.jobs import (
     write_ct_dataset,
     write_drr_dataset,
     write_export_dataset,
+    write_mr_dataset,
     write_pet_dataset,
 )
 from hypermodal.sources.simulate.volumes import (
     DATASET_JSON,
     RealDataset,
+    SourceVolume,
     list_datasets,
     read_volume,
     volume_files,
 )
 from hypermodal.sources.simulate.write import hash_text
 
-SIM_VERSION = 2
+SIM_VERSION = 3
 SUMMARY_JSON = "summary.json"
 MARKER = ".simulate.json"
-KIND_LABEL = {"drr": "XR", "ct": "CT", "pet": "PT"}
+KIND_LABEL = {"drr": "XR", "ct": "CT", "pet": "PT", "mr": "MR"}
 
 
 def _fingerprint(datasets: list[RealDataset]) -> str:
@@ -139,39 +142,53 @@ def _rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, hash_text(name) & 0xFFFFFFFF])
 
 
-def _anatomies(ds: RealDataset, skipped: list[dict[str, str]]) -> list[tuple[str, Anatomy]]:
+def _sources(
+    ds: RealDataset, skipped: list[dict[str, str]]
+) -> list[tuple[str, SourceVolume, Anatomy]]:
     out = []
     for path in volume_files(ds):
         try:
-            anatomy = build_anatomy(read_volume(path, ds.name, ds.label, ds.body_part))
+            vol = read_volume(path, ds.name, ds.label, ds.body_part)
+            anatomy = build_anatomy(vol)
         except ValueError as exc:
             skipped.append({"source": ds.name, "file": path.name, "reason": str(exc)})
             continue
-        out.append((path.name, anatomy))
+        out.append((path.name, vol, anatomy))
     return out
 
 
 def _simulate_volumes(
     out: _Output, ds: RealDataset, settings: Settings, skipped: list[dict[str, str]], order: int
 ) -> None:
-    """The DRR and PET datasets of one real dataset's volumes (anatomy built only if needed)."""
-    names = {kind: f"sim-{kind}.{ds.name}" for kind in ("drr", "ct", "pet")}
-    cache: list[list[tuple[str, Anatomy]]] = []
+    """The DRR, CT, PET (and, of an MR dataset, MR export) datasets of one real dataset's
+    volumes (read and turned into anatomy only if needed)."""
+    kinds = ("drr", "ct", "pet", "mr") if ds.label == "MR" else ("drr", "ct", "pet")
+    names = {kind: f"sim-{kind}.{ds.name}" for kind in kinds}
+    cache: list[list[tuple[str, SourceVolume, Anatomy]]] = []
 
-    def anatomies() -> list[tuple[str, Anatomy]]:
+    def sources() -> list[tuple[str, SourceVolume, Anatomy]]:
         if not cache:
-            cache.append(_anatomies(ds, skipped))
+            cache.append(_sources(ds, skipped))
         return cache[0]
 
-    writers = {"drr": write_drr_dataset, "ct": write_ct_dataset, "pet": write_pet_dataset}
+    def anatomies() -> list[tuple[str, Anatomy]]:
+        return [(name, anatomy) for name, _, anatomy in sources()]
+
+    writers = {
+        "drr": write_drr_dataset,
+        "ct": write_ct_dataset,
+        "pet": write_pet_dataset,
+        "mr": write_mr_dataset,
+    }
     for kind, name in names.items():
         meta = _meta(name, KIND_LABEL[kind], ds.name, kind, ds.body_part)
         extra = {"offset": order} if kind == "pet" else {}
 
         def make(folder: Path, kind: str = kind, name: str = name, extra: dict = extra) -> Written:
             rng = _rng(settings.seed, name)
+            inputs = sources() if kind == "mr" else anatomies()
             return writers[kind](
-                folder, name, anatomies(), ds.name, ds.body_part, settings, rng, **extra
+                folder, name, inputs, ds.name, ds.body_part, settings, rng, **extra
             )
 
         out.produce(name, meta, make)

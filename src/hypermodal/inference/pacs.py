@@ -1,0 +1,384 @@
+"""Classify what a PACS holds, in place: a few instances per series through DICOMweb.
+
+:func:`classify_dicomweb` lists the series a
+:class:`~hypermodal.sources.fetch.query.SeriesQuery` selects (QIDO-RS), retrieves
+``per_series`` instances of each, spread through the series by InstanceNumber (WADO-RS, into a
+private temporary folder), classifies them with :func:`hypermodal.inference.predict`, and
+writes one row per series to ``out``; the temporary files are deleted as each batch is done, so
+nothing copied from the server is left behind. With ``write_labels`` each answer is also put
+on the server (Orthanc: a ``hypermodal-<CLASS>`` label, or metadata on servers without labels;
+:mod:`hypermodal.inference.orthanc_labels`).
+
+Columns of ``out`` (CSV or Parquet by extension): ``StudyInstanceUID, SeriesInstanceUID,
+PatientID, StudyDate, StudyDescription, SeriesDescription, SeriesNumber, Modality`` (what the
+server's QIDO-RS says), ``prediction, confidence, header_label, agreement, p_<CLASS>…,
+pixel_prediction, feature_prediction`` (the classifier's, per series), ``instances`` (in the
+series, per QIDO-RS), ``retrieved`` (instances retrieved), ``images_decoded``, ``written``
+(what was put on the server) and ``error`` (why a series has no answer).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hypermodal.common.files import atomic_path
+from hypermodal.common.progress import progress_bar
+from hypermodal.inference.pacs_retrieve import Retrieved, retrieve_sample
+from hypermodal.sources.fetch.base import RetryPolicy
+from hypermodal.sources.fetch.query import SeriesInfo, SeriesQuery
+
+__all__ = ["PacsSummary", "SERIES_COLUMNS", "classify_dicomweb"]
+
+log = logging.getLogger(__name__)
+
+#: the columns of ``out`` before the classifier's ``p_<CLASS>`` columns
+SERIES_COLUMNS = (
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "PatientID",
+    "StudyDate",
+    "StudyDescription",
+    "SeriesDescription",
+    "SeriesNumber",
+    "Modality",
+    "prediction",
+    "confidence",
+    "header_label",
+    "agreement",
+)
+TAIL_COLUMNS = (
+    "pixel_prediction",
+    "feature_prediction",
+    "instances",
+    "retrieved",
+    "images_decoded",
+    "written",
+    "error",
+)
+_TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+@dataclass
+class PacsSummary:
+    """What one :func:`classify_dicomweb` call did (``to_dict``: its JSON)."""
+
+    url: str = ""
+    query: dict[str, Any] = field(default_factory=dict)
+    series: int = 0  # series the query selected
+    series_classified: int = 0
+    series_failed: int = 0
+    instances_in_series: int = 0  # instances QIDO-RS lists in those series
+    instances_retrieved: int = 0
+    bytes_retrieved: int = 0
+    per_class: dict[str, int] = field(default_factory=dict)
+    conflicts: int = 0
+    unknowns: int = 0
+    written: int = 0  # answers put on the server
+    write_mode: str | None = None  # labels | metadata
+    write_errors: int = 0
+    seconds: float = 0.0
+    series_per_second: float = 0.0
+    out: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _check_out(out: Path) -> Path:
+    if out.suffix.lower() not in _TABLE_SUFFIXES:
+        raise ValueError(f"{out}: output must end in .csv or .parquet")
+    return out
+
+
+def _write_table(df: pd.DataFrame, out: Path) -> None:
+    with atomic_path(out) as tmp:
+        if out.suffix.lower() == ".csv":
+            df.to_csv(tmp, index=False)
+        else:
+            df.to_parquet(tmp, index=False)
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+
+
+def _predict_call(
+    folder: Path, work: Path, checkpoint: Path | str | None, options: dict[str, Any]
+) -> pd.DataFrame:
+    """Classify the files under ``folder``; one row per series of the result, keyed by
+    ``SeriesInstanceUID``. Works with either layout of :func:`~hypermodal.inference.predict`'s
+    tables: series rows in ``out`` (with ``series_out`` as a copy), or image rows in ``out``
+    and series rows in ``series_out``."""
+    from hypermodal.inference import predict
+
+    params = inspect.signature(predict).parameters
+    kwargs = {k: v for k, v in options.items() if k in params}
+    series_out = work / "series.parquet"
+    if "series_out" in params:
+        kwargs["series_out"] = series_out
+    predict([folder], checkpoint, work / "predictions.parquet", **kwargs)
+    table = _read_table(series_out if series_out.exists() else work / "predictions.parquet")
+    if "index" in table.columns and "num_images" not in table.columns:
+        raise RuntimeError("predict wrote image rows where series rows were expected")
+    return table
+
+
+def _series_key(row: pd.Series, by_folder: dict[str, str]) -> str | None:
+    """The SeriesInstanceUID a result row belongs to: the UID predict read from the headers,
+    else the temporary folder its file lies in."""
+    for col in ("SeriesInstanceUID", "series"):
+        value = row.get(col)
+        if isinstance(value, str) and value in by_folder.values():
+            return value
+    path = row.get("path")
+    if isinstance(path, str):
+        return by_folder.get(Path(path).parent.name)
+    return None
+
+
+def _result_rows(table: pd.DataFrame, by_folder: dict[str, str]) -> dict[str, dict[str, Any]]:
+    results: dict[str, dict[str, Any]] = {}
+    for _, row in table.iterrows():
+        key = _series_key(row, by_folder)
+        if key is not None and key not in results:
+            results[key] = row.to_dict()
+    return results
+
+
+def _row(done: Retrieved, result: dict[str, Any] | None, classes: list[str]) -> dict[str, Any]:
+    info: SeriesInfo = done.info
+    row: dict[str, Any] = {
+        "StudyInstanceUID": info.study,
+        "SeriesInstanceUID": info.series,
+        "PatientID": info.patient,
+        "StudyDate": info.study_date,
+        "StudyDescription": info.study_description,
+        "SeriesDescription": info.series_description,
+        "SeriesNumber": info.series_number,
+        "Modality": info.modality,
+        "prediction": None,
+        "confidence": None,
+        "header_label": None,
+        "agreement": None,
+    }
+    result = result or {}
+    for col in ("prediction", "confidence", "header_label", "agreement"):
+        value = result.get(col)
+        row[col] = None if value is None or (isinstance(value, float) and pd.isna(value)) else value
+    for c in classes:
+        row[f"p_{c}"] = result.get(f"p_{c}")
+    decoded = result.get("images_decoded", result.get("num_images"))
+    error = done.error
+    if error is None and not result:
+        error = "no image of the retrieved instances could be read"
+    row.update(
+        {
+            "pixel_prediction": result.get("pixel_prediction"),
+            "feature_prediction": result.get("feature_prediction"),
+            "instances": done.instances if done.instances else info.instances,
+            "retrieved": len(done.files),
+            "images_decoded": int(decoded) if decoded is not None and not pd.isna(decoded) else 0,
+            "written": None,
+            "error": error,
+        }
+    )
+    return row
+
+
+def _retrieve_batch(
+    clients: Callable[[], Any],
+    wado: Any,
+    url: str,
+    batch: list[SeriesInfo],
+    folders: list[Path],
+    per_series: int,
+    retry: RetryPolicy,
+    workers: int,
+) -> list[Retrieved]:
+    """Retrieve the sample of every series of ``batch`` into its folder, ``workers`` at once."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [
+            pool.submit(retrieve_sample, clients, wado, url, info, dest, per_series, retry)
+            for info, dest in zip(batch, folders, strict=True)
+        ]
+        return [f.result() for f in futures]
+
+
+def _classes(table: pd.DataFrame) -> list[str]:
+    return [c[2:] for c in table.columns if c.startswith("p_")]
+
+
+def classify_dicomweb(
+    url: str,
+    query: SeriesQuery | None,
+    checkpoint: Path | str | None,
+    out: Path | str,
+    *,
+    per_series: int = 3,
+    write_labels: bool = False,
+    orthanc_url: str | None = None,
+    metadata_key: str = "1024",
+    scratch: Path | str | None = None,
+    batch_series: int = 200,
+    workers: int = 4,
+    decode_workers: int | None = None,
+    device: str = "auto",
+    slices: int | None = 8,
+    timeout_s: float = 60.0,
+    retry: RetryPolicy | None = None,
+    progress: bool = True,
+) -> PacsSummary:
+    """Classify the series of the DICOMweb server at ``url`` that ``query`` selects, in place.
+
+    Args:
+        url: the DICOMweb root (Orthanc: ``http://host:8042/dicom-web``).
+        query: which series (None: all of them).
+        checkpoint: the model (None: the bundled default model).
+        out: the table to write, one row per series (see the module doc).
+        per_series: instances retrieved per series, spread through it by InstanceNumber.
+        write_labels: put each answer on the server (Orthanc's REST API).
+        orthanc_url: Orthanc's REST root (default: ``url`` without ``/dicom-web``).
+        metadata_key: the metadata key for servers without labels (1024+, or a
+            ``UserMetadata`` name).
+        scratch: where the private temporary folder is made (default: the system's).
+        batch_series: series retrieved, classified and deleted at a time (the temporary
+            folder holds at most ``batch_series × per_series`` instances).
+        workers: series retrieved at once.
+        decode_workers: decoding processes of the classifier (None: its default).
+        device: where the model runs.
+        slices: images decoded per series by the classifier (multi-frame instances).
+        timeout_s: read time-out of each request.
+        retry: retries of a failed request (a server that cannot be reached is not retried).
+        progress: show a progress bar.
+
+    Raises:
+        ValueError: a bad option (``out`` not .csv/.parquet, ``per_series`` below 1, no
+            Orthanc REST root to derive).
+        SourceUnreachableError: the server does not accept connections (nothing is written).
+        PermanentFetchError: ``url`` is not a DICOMweb root, or (with ``write_labels``) not an
+            Orthanc.
+    """
+    from hypermodal.inference.orthanc_labels import OrthancWriter, rest_root
+    from hypermodal.sources.fetch.dicomweb import make_client, query_server
+    from hypermodal.sources.fetch.wado import WadoClient
+
+    start = time.perf_counter()
+    out = _check_out(Path(out))
+    if per_series < 1 or batch_series < 1 or workers < 1:
+        raise ValueError("per_series, batch_series and workers must be at least 1")
+    query = query or SeriesQuery()
+    retry = retry or RetryPolicy(attempts=3, backoff_s=0.5)
+    writer = None
+    if write_labels:
+        writer = OrthancWriter(rest_root(url, orthanc_url), metadata_key, timeout_s)
+        writer.connect()  # fail before any work when the server cannot take the answers
+    local = threading.local()
+
+    def clients() -> Any:  # one QIDO-RS client per thread: sessions are not thread-safe
+        if getattr(local, "client", None) is None:
+            local.client = make_client(url, timeout_s)
+        return local.client
+
+    series = query_server(url, query, client=clients(), timeout_s=timeout_s, retry=retry)
+    summary = PacsSummary(url=url, query=query.describe(), series=len(series), out=str(out))
+    summary.write_mode = writer.mode if writer else None
+    wado = WadoClient(url, timeout_s)
+    options = {"progress": False, "device": device, "slices": slices, "workers": decode_workers}
+    rows: list[dict[str, Any]] = []
+    classes: list[str] = []
+    bar = progress_bar(len(series), progress, desc="series", unit="series")
+    scratch_dir = Path(scratch) if scratch is not None else None
+    if scratch_dir is not None:
+        scratch_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="hypermodal-pacs-", dir=scratch_dir))
+    try:
+        for b in range(0, len(series), batch_series):
+            batch = series[b : b + batch_series]
+            folder, work = tmp / "instances", tmp / "work"
+            folder.mkdir()
+            work.mkdir()
+            by_folder = {f"s{b + i:07d}": s.series for i, s in enumerate(batch)}
+            names = list(by_folder)
+
+            done = _retrieve_batch(
+                clients, wado, url, batch, [folder / n for n in names], per_series, retry, workers
+            )
+            results: dict[str, dict[str, Any]] = {}
+            if any(d.files for d in done):
+                table = _predict_call(folder, work, checkpoint, options)
+                classes = classes or _classes(table)
+                results = _result_rows(table, by_folder)
+            for d in done:
+                rows.append(_row(d, results.get(d.info.series), classes))
+                summary.instances_in_series += d.instances
+                summary.instances_retrieved += len(d.files)
+                summary.bytes_retrieved += d.bytes
+            bar.update(len(batch))
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
+    finally:
+        bar.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    if writer is not None:
+        _write_answers(writer, rows, summary, checkpoint)
+    _finish(rows, classes, summary)
+    _write_table(_frame(rows, classes), out)
+    summary.seconds = round(time.perf_counter() - start, 3)
+    summary.series_per_second = (
+        round(summary.series / summary.seconds, 2) if summary.seconds else 0.0
+    )
+    return summary
+
+
+def _write_answers(
+    writer: Any, rows: list[dict[str, Any]], summary: PacsSummary, checkpoint: Any
+) -> None:
+    from hypermodal.common.errors import FetchError
+
+    model = Path(checkpoint).name if checkpoint is not None else "default"
+    for row in rows:
+        if row["prediction"] is None:
+            continue
+        record = {
+            "confidence": round(float(row["confidence"]), 4) if row["confidence"] else None,
+            "agreement": row["agreement"],
+            "header": row["Modality"],
+            "model": model,
+        }
+        try:
+            row["written"] = writer.write(row["SeriesInstanceUID"], row["prediction"], record)
+            summary.written += 1
+        except FetchError as exc:
+            summary.write_errors += 1
+            row["error"] = f"not written to the server: {exc}"
+            log.warning("series %s: %s", row["SeriesInstanceUID"], exc)
+    summary.write_mode = writer.mode
+
+
+def _finish(rows: list[dict[str, Any]], classes: list[str], summary: PacsSummary) -> None:
+    for row in rows:
+        pred = row["prediction"]
+        if pred is None:
+            summary.series_failed += 1
+            continue
+        summary.series_classified += 1
+        summary.per_class[pred] = summary.per_class.get(pred, 0) + 1
+        summary.conflicts += row["agreement"] == "conflict"
+        summary.unknowns += pred == "UNKNOWN"
+
+
+def _frame(rows: list[dict[str, Any]], classes: list[str]) -> pd.DataFrame:
+    columns = [*SERIES_COLUMNS, *(f"p_{c}" for c in classes), *TAIL_COLUMNS]
+    return pd.DataFrame(rows, columns=columns)
