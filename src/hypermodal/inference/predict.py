@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +27,12 @@ from hypermodal.common.files import atomic_path, remove_stale_temps
 from hypermodal.common.isolation import DecodeLimits
 from hypermodal.common.paths import local_path, path_text
 from hypermodal.common.rejects import error_record, write_errors
-from hypermodal.evidence.features import FEATURE_NAMES, STAT_NAMES, feature_matrix, series_keys
-from hypermodal.evidence.table import table_claims
 from hypermodal.inference.batches import BatchQueue
 from hypermodal.inference.decoding import Sampler, decode_rounds, read_headers
 from hypermodal.inference.inputs import expand_inputs
-from hypermodal.inference.sampling import EmptyInputError, Series, group_series
-from hypermodal.inference.series import series_table
+from hypermodal.inference.results import META_COLUMNS, PredictResult, finish
+from hypermodal.inference.sampling import EmptyInputError, group_series
 from hypermodal.inference.summary import PredictSummary, summary_dict, summary_text
-from hypermodal.labels import ClassVocabulary
 
 __all__ = [
     "DEFAULT_SLICES",
@@ -106,83 +102,6 @@ def model_warnings(loaded: Any) -> list[str]:
     return notes
 
 
-def _decide(
-    loaded: Any,
-    meta_rows: list[dict],
-    stats: list[np.ndarray],
-    p: np.ndarray,
-    sizes: dict[str, int],
-) -> pd.DataFrame:
-    """The per-image table: the fused decision for every decoded image.
-
-    ``sizes`` (series key -> images by the headers) gives the feature ``images_in_series`` its
-    true value when only a sample of a series was decoded.
-    """
-    from hypermodal.inference.model import evidence_model
-
-    vocab: ClassVocabulary = loaded.vocabulary
-    table = pd.DataFrame(meta_rows, columns=list(META_COLUMNS))
-    model = evidence_model(loaded)
-    n = len(table)
-    x = feature_matrix(np.concatenate(stats) if stats else np.zeros((0, len(STAT_NAMES))), table)
-    if n:
-        counted = table["series"].map(sizes).to_numpy(dtype=np.float64)
-        column = FEATURE_NAMES.index("images_in_series")
-        x[:, column] = np.fmax(x[:, column], counted)
-    claims = table_claims(table, vocab)
-    # an image without finite values or with one value everywhere carries no image evidence:
-    # it is decided on its header alone, or comes out UNKNOWN
-    std = x[:, STAT_NAMES.index("std")] if n else np.zeros(0)
-    has_image = np.isfinite(std) & (std > 0)
-    decided = model.decide(
-        p if n else None, x if n else None, claims, has_image=has_image, series=series_keys(table)
-    )
-    pcols = [f"p_{c}" for c in loaded.classes]
-    out = pd.concat([table[["path", "index"]], decided], axis=1)
-    first = ["path", "index", "prediction", "confidence", *pcols]
-    rest = ["pixel_prediction", "feature_prediction", "header_label", "agreement"]
-    out = pd.concat([out[first + rest], table[["series", "modality", "localizer"]]], axis=1)
-    out.attrs["unknown_below"] = model.fusion.unknown_below
-    return out
-
-
-#: Per-image values gathered from each decoded file (the feature model needs the geometry).
-META_COLUMNS = (
-    "path",
-    "index",
-    "series",
-    "modality",
-    "sop_class",
-    "localizer",
-    "rows",
-    "columns",
-    "frames",
-    "pixel_spacing",
-    "slice_thickness",
-    "bits_stored",
-    "samples",
-)
-
-
-@dataclass
-class PredictResult:
-    """What :func:`classify` found: the two tables, the series, the unreadable files.
-
-    Attributes:
-        images: One row per decoded image (see :func:`predict`).
-        series: One row per series (:func:`~hypermodal.inference.series.series_table`).
-        groups: Every series the headers described, its files in order (readable files only).
-        errors: One record per unreadable file (:func:`~hypermodal.common.rejects.error_record`).
-        summary: The counts.
-    """
-
-    images: pd.DataFrame
-    series: pd.DataFrame
-    groups: list[Series]
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    summary: PredictSummary = field(default_factory=PredictSummary)
-
-
 def classify(
     inputs: Iterable[Path | str],
     checkpoint: Path | str | None,
@@ -228,7 +147,6 @@ def classify(
         raise EmptyInputError(f"no files under {named}: nothing to classify")
     checkpoint = Path(checkpoint) if checkpoint is not None else default_model_path()
     loaded = load_model(checkpoint, device=device)
-    classes = tuple(loaded.vocabulary.classes)
     summary = PredictSummary(files_seen=len(files), model=str(checkpoint), slices=slices)
     summary.warnings = model_warnings(loaded)
     errors: list[dict[str, Any]] = []
@@ -268,26 +186,12 @@ def classify(
                 pending = 0
         flush()
         p = model_calls.results()
-    summary.files_skipped = len(errors)
-    summary.files_sampled_out = len(infos) - sampler.files_tried()
-    if p is None:
-        p = np.zeros((0, len(classes)), dtype=np.float32)
-    sizes = {s.key: s.num_images for s in groups}
-    images = _decide(loaded, meta_rows, stats, p, sizes)
-    series = series_table(images, classes, groups)
-    summary.count(series, images)
-    if not len(series):
-        summary.warnings.append(
-            f"no images found in {len(files)} file(s) under "
-            f"{', '.join(path_text(local_path(i)) for i in inputs)}: none could be read as an "
-            "image (the reasons are in the errors file)"
-        )
-    summary.seconds = round(time.perf_counter() - start, 3)
-    if summary.seconds:
-        summary.images_per_second = round(summary.images / summary.seconds, 1)
-        summary.series_per_second = round(summary.series / summary.seconds, 2)
-    assert summary.reconciles(), summary
-    return PredictResult(images, series, groups, errors, summary)
+    return finish(
+        loaded, meta_rows, stats, p, groups, errors, summary,
+        sampled_out=len(infos) - sampler.files_tried(),
+        where=", ".join(path_text(local_path(i)) for i in inputs),
+        start=start,
+    )  # fmt: skip
 
 
 def errors_path(out: Path | str) -> Path:

@@ -11,9 +11,9 @@ same rounds) — but the decoding and the model run where the files are read:
   the objects and the model runs here, as for local files.
 
 The driver fuses the rows and builds the tables exactly as the local path does
-(``_decide``, :func:`~hypermodal.inference.series.series_table`), in input order, so the same
-inputs give the same tables whichever engine ran them (probabilities equal to float rounding:
-the network sees other batches).
+(:func:`~hypermodal.inference.results.finish`), in input order, so the same inputs give the
+same tables whichever engine ran them (probabilities equal to float rounding: the network sees
+other batches).
 """
 
 from __future__ import annotations
@@ -152,14 +152,8 @@ def classify_on_workers(
         ObjectStoreError: The object store cannot be listed.
     """
     from hypermodal.inference.model import load_model
-    from hypermodal.inference.predict import (
-        META_COLUMNS,
-        PredictResult,
-        _decide,
-        default_model_path,
-        model_warnings,
-    )
-    from hypermodal.inference.series import series_table
+    from hypermodal.inference.predict import default_model_path, model_warnings
+    from hypermodal.inference.results import META_COLUMNS, finish
     from hypermodal.inference.summary import PredictSummary
 
     start = time.perf_counter()
@@ -174,7 +168,6 @@ def classify_on_workers(
     on_ray = name.strip().lower() == "ray"
     # the driver fuses; on Ray it never runs the network, so it loads it on the CPU
     loaded = load_model(checkpoint, device="cpu" if on_ray else device)
-    classes = tuple(loaded.vocabulary.classes)
     summary = PredictSummary(files_seen=len(locations), model=str(checkpoint), slices=slices)
     summary.warnings = model_warnings(loaded)
     errors: list[dict[str, Any]] = []
@@ -230,21 +223,10 @@ def classify_on_workers(
             bar.close()
         finally:
             pool.close()
-    summary.files_skipped = len(errors)
-    summary.files_sampled_out = len(infos) - sampler.files_tried()
-    p = np.concatenate(probs) if probs else np.zeros((0, len(classes)), dtype=np.float32)
-    images = _decide(loaded, meta_rows, stats, p, {s.key: s.num_images for s in groups})
-    series = series_table(images, classes, groups)
-    summary.count(series, images)
-    if not len(series):
-        summary.warnings.append(
-            f"no images found in {len(locations)} file(s) under "
-            f"{', '.join(normalise(i) for i in inputs)}: none could be read as an image "
-            "(the reasons are in the errors file)"
-        )
-    summary.seconds = round(time.perf_counter() - start, 3)
-    if summary.seconds:
-        summary.images_per_second = round(summary.images / summary.seconds, 1)
-        summary.series_per_second = round(summary.series / summary.seconds, 2)
-    assert summary.reconciles(), summary
-    return PredictResult(images, series, groups, errors, summary)
+    p = np.concatenate(probs) if probs else None
+    return finish(
+        loaded, meta_rows, stats, p, groups, errors, summary,
+        sampled_out=len(infos) - sampler.files_tried(),
+        where=", ".join(normalise(i) for i in inputs),
+        start=start,
+    )  # fmt: skip
