@@ -32,14 +32,22 @@ from hypermodal.inference.decoding import Sampler, decode_rounds, read_headers
 from hypermodal.inference.inputs import expand_inputs
 from hypermodal.inference.results import META_COLUMNS, PredictResult, finish
 from hypermodal.inference.sampling import EmptyInputError, group_series
-from hypermodal.inference.summary import PredictSummary, summary_dict, summary_text
+from hypermodal.inference.summary import (
+    PredictSummary,
+    default_model_path,
+    model_warnings,
+    summary_dict,
+    summary_text,
+)
 
 __all__ = [
     "DEFAULT_SLICES",
     "PredictResult",
     "PredictSummary",
     "classify",
+    "default_model_path",
     "expand_inputs",
+    "model_warnings",
     "predict",
     "summary_dict",
     "summary_text",
@@ -67,39 +75,6 @@ def write_table(df: pd.DataFrame, path: Path | str) -> None:
             df.to_csv(tmp, index=False)
         else:
             df.to_parquet(tmp, index=False)
-
-
-def default_model_path() -> Path:
-    """The model ``predict`` uses without ``--model``: the one the package ships."""
-    from hypermodal.default_model import MODEL_PATH
-
-    return MODEL_PATH
-
-
-def model_warnings(loaded: Any) -> list[str]:
-    """What a user should know about the model before trusting its labels."""
-    notes: list[str] = []
-    if loaded.evidence is None:
-        notes.append(
-            f"{loaded.meta.get('path')}: no feature model or fusion in this checkpoint: "
-            "the CNN alone decides (the header is only compared with it)"
-        )
-        return notes
-    info = loaded.evidence.info
-    trained = info.get("trained_classes")
-    if trained:
-        unseen = [c for c in loaded.classes if c not in trained]
-        if unseen:
-            notes.append(f"the model never saw {', '.join(unseen)} in training but may predict it")
-    real = info.get("real_classes")
-    if real:
-        simulated_only = [c for c in (trained or loaded.classes) if c not in real]
-        if simulated_only:
-            notes.append(
-                f"{', '.join(simulated_only)}: trained on simulated images only (no real "
-                "images of it were available); treat its labels with care"
-            )
-    return notes
 
 
 def classify(

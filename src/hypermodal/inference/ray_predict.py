@@ -152,9 +152,8 @@ def classify_on_workers(
         ObjectStoreError: The object store cannot be listed.
     """
     from hypermodal.inference.model import load_model
-    from hypermodal.inference.predict import default_model_path, model_warnings
     from hypermodal.inference.results import META_COLUMNS, finish
-    from hypermodal.inference.summary import PredictSummary
+    from hypermodal.inference.summary import PredictSummary, default_model_path, model_warnings
 
     start = time.perf_counter()
     checkpoint = Path(checkpoint) if checkpoint is not None else default_model_path()

@@ -9,6 +9,7 @@ of images) or *skipped* (unreadable: in the errors file with its reason), so
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -124,3 +125,36 @@ def summary_text(summary: PredictSummary, conflicts: pd.DataFrame | None = None)
     lines.append(f"model: {s.model}")
     lines += [f"warning: {w}" for w in s.warnings]
     return "\n".join(lines)
+
+
+def default_model_path() -> Path:
+    """The model ``predict`` uses without ``--model``: the one the package ships."""
+    from hypermodal.default_model import MODEL_PATH
+
+    return MODEL_PATH
+
+
+def model_warnings(loaded: Any) -> list[str]:
+    """What a user should know about the model before trusting its labels."""
+    notes: list[str] = []
+    if loaded.evidence is None:
+        notes.append(
+            f"{loaded.meta.get('path')}: no feature model or fusion in this checkpoint: "
+            "the CNN alone decides (the header is only compared with it)"
+        )
+        return notes
+    info = loaded.evidence.info
+    trained = info.get("trained_classes")
+    if trained:
+        unseen = [c for c in loaded.classes if c not in trained]
+        if unseen:
+            notes.append(f"the model never saw {', '.join(unseen)} in training but may predict it")
+    real = info.get("real_classes")
+    if real:
+        simulated_only = [c for c in (trained or loaded.classes) if c not in real]
+        if simulated_only:
+            notes.append(
+                f"{', '.join(simulated_only)}: trained on simulated images only (no real "
+                "images of it were available); treat its labels with care"
+            )
+    return notes
