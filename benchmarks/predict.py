@@ -10,7 +10,14 @@ their ratios to the baseline:
   eager (the ``.pt`` form of the bundled model, same weights and evidence), ``--all-slices``;
 * ``onnx-fp32 all`` — every slice, the bundled ONNX model (``--all-slices``);
 * ``onnx-int8 all`` — every slice, the int8 export of it (calibrated on the sample corpus);
-* ``onnx-fp32 8``   — the default: 8 images per series, the bundled ONNX model.
+* ``onnx-fp32 8``   — the default: 8 images per series, the bundled ONNX model;
+* ``at issue all``  — the issue's own baseline, "today's" when it was filed: ``predict`` as the
+  code was at :data:`ISSUE_COMMIT` (every slice, PyTorch eager, its own bundled ``.pt`` model),
+  taken from this checkout's history (``git archive``) and run from a temporary folder in a
+  child process (left out, with the reason, when the history lacks that commit).
+
+Ratios are printed against both baselines: ``x base`` (every slice through PyTorch in today's
+pipeline: same decoder, same model) and ``x issue`` (the code at the issue).
 
 The folder (cached under the temporary folder, ≈ 0.8 GB by default): CT 512² one file per
 slice in series of 200, MR 256² series of 150, PET 128² series of 250, X-ray 2500 × 2000 single
@@ -66,6 +73,53 @@ def corpus(root: Path, counts: dict[str, int]) -> Path:
     return folder
 
 
+#: main when the archive issue was taken up: predict classified every slice on PyTorch
+ISSUE_COMMIT = "3261c58"
+
+_ISSUE_RUN = """
+import json, sys, time
+from pathlib import Path
+from hypermodal.inference import predict
+folder, out, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]) or None
+s = predict([folder], None, out, progress=False, workers=workers)
+print(json.dumps({"seconds": s.seconds, "images": s.images, "series": s.series}))
+"""
+
+
+class Ran:
+    """What one run of the code at the issue reports (the fields the table reads)."""
+
+    def __init__(self, seconds: float, images: int, series: int) -> None:
+        self.seconds, self.images, self.series = seconds, images, series
+
+
+def issue_code(tmp: Path) -> Path | None:
+    """The package as it was at :data:`ISSUE_COMMIT`, unpacked under ``tmp`` (its ``src``)."""
+    repo = Path(__file__).resolve().parents[1]
+    dst = tmp / "at-issue"
+    dst.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", ISSUE_COMMIT, "src"], capture_output=True
+    )
+    if archive.returncode != 0:
+        reason = archive.stderr.decode(errors="replace").strip().splitlines()[-1:]
+        print(f"  (no 'at issue' baseline: commit {ISSUE_COMMIT} not in this history: {reason})")
+        return None
+    subprocess.run(["tar", "-x", "-C", str(dst)], input=archive.stdout, check=True)
+    return dst / "src"
+
+
+def run_issue_code(src: Path, folder: Path, tmp: Path, workers: int | None) -> Ran:
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    cmd = [sys.executable, "-c", _ISSUE_RUN, str(folder), str(tmp / "at-issue.parquet")]
+    done = subprocess.run(
+        [*cmd, str(workers or 0)], capture_output=True, text=True, env=env, check=True
+    )
+    return Ran(**json.loads(done.stdout.strip().splitlines()[-1]))
+
+
 def models(tmp: Path) -> dict[str, Path]:
     """The default model as a PyTorch checkpoint, as shipped (ONNX fp32) and as int8."""
     from hypermodal.default_model import MODEL_PATH
@@ -107,12 +161,18 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
             "onnx-int8 all": (paths["onnx-int8"], None),
             f"onnx-fp32 {args.slices}": (paths["onnx-fp32"], args.slices),
         }
+        old = issue_code(tmp)
+        if old is not None:
+            variants["at issue all"] = (old, None)
         runs: dict[str, list[Any]] = {name: [] for name in variants}
         for r in range(args.repeats):
             for name, (model, slices) in variants.items():
-                if name == "pytorch all" and r >= args.baseline_repeats:
+                if name in ("pytorch all", "at issue all") and r >= args.baseline_repeats:
                     continue
-                s = run_once(folder, model, slices, tmp, args.workers)
+                if name == "at issue all":
+                    s = run_issue_code(model, folder, tmp, args.workers)
+                else:
+                    s = run_once(folder, model, slices, tmp, args.workers)
                 runs[name].append(s)
                 print(
                     f"  repeat {r + 1} {name:15s} {s.seconds:7.1f} s  {s.images} images "
@@ -132,19 +192,25 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
             "series_per_second": round(series, 3),
         }
     b = table["pytorch all"]
+    i = table.get("at issue all")
     print(
         f"\n{info['files']} files, {b['series']} series; medians; workers {args.workers or 'auto'}"
     )
     print(
-        f"  {'':15s} {'s/run':>7s} {'images':>7s} {'img/s':>8s} {'x base':>7s} "
-        f"{'series/s':>9s} {'x base':>7s}"
+        f"  {'':15s} {'s/run':>7s} {'images':>7s} {'img/s':>8s} {'x base':>7s} {'x issue':>7s} "
+        f"{'series/s':>9s} {'x base':>7s} {'x issue':>7s}"
     )
     for name, t in table.items():
         t["images_ratio"] = round(t["images_per_second"] / b["images_per_second"], 2)
         t["series_ratio"] = round(t["series_per_second"] / b["series_per_second"], 2)
+        if i is not None:
+            t["images_ratio_issue"] = round(t["images_per_second"] / i["images_per_second"], 2)
+            t["series_ratio_issue"] = round(t["series_per_second"] / i["series_per_second"], 2)
         print(
             f"  {name:15s} {t['seconds']:7.1f} {t['images']:7d} {t['images_per_second']:8.1f} "
-            f"{t['images_ratio']:7.2f} {t['series_per_second']:9.3f} {t['series_ratio']:7.2f}"
+            f"{t['images_ratio']:7.2f} {t.get('images_ratio_issue', float('nan')):7.2f} "
+            f"{t['series_per_second']:9.3f} {t['series_ratio']:7.2f} "
+            f"{t.get('series_ratio_issue', float('nan')):7.2f}"
             f"   ({t['repeats']} run{'s' if t['repeats'] > 1 else ''})"
         )
     return {"folder": info, "counts": counts, "variants": table}

@@ -20,6 +20,7 @@ import pytest
 from hypermodal.default_model import MODEL_PATH
 from hypermodal.inference import predict
 from tests.helpers import REAL_IMAGE_FILES, REPO, checkpoint_from_bundle, nibabel_file, pydicom_file
+from tests.servers.pacs_data import loaded_pacs, series_metadata
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -83,6 +84,32 @@ def test_pip_install_without_extras_predicts_without_pytorch(tmp_path):
     assert set(a["prediction"]) >= {"CT", "MR", "OTHER"}
     pcols = [c for c in a.columns if c.startswith("p_")]
     np.testing.assert_allclose(a[pcols].to_numpy(), b[pcols].to_numpy(), atol=1e-3)
+    # a real Orthanc classified in place, and the answers written back, still without PyTorch
+    with loaded_pacs(tmp_path / "pacs") as (srv, pacs):
+        table = tmp_path / "pacs.csv"
+        r = subprocess.run(
+            [
+                exe,
+                "predict",
+                "--dicomweb",
+                srv.dicomweb,
+                "--out",
+                str(table),
+                "--write-labels",
+                "--per-series",
+                "3",
+                "--no-progress",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert r.returncode == 0, r.stderr
+        rows = pd.read_csv(table).set_index("SeriesInstanceUID")
+        assert sorted(rows.index) == sorted(s.series for s in pacs.values())
+        for s in pacs.values():
+            assert rows.loc[s.series, "prediction"] == s.expected, s.name
+            assert series_metadata(srv, s.series, "1024")["prediction"] == s.expected
     # what needs PyTorch says so in one line
     for args in (
         ["train", str(folder), "--out", str(tmp_path / "run")],

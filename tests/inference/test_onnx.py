@@ -179,3 +179,32 @@ def test_export_command_checks_its_arguments_in_one_line(tmp_path):
         assert r.exit_code == 2, r.output
         assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
     assert not list(tmp_path.iterdir())
+
+
+def test_predict_with_the_bundle_on_the_cpu_never_imports_pytorch(tmp_path):
+    """Where PyTorch is installed too, the ONNX path leaves it alone (importing it costs a
+    second or more and hundreds of megabytes per process)."""
+    import subprocess
+    import sys
+
+    from tests.helpers import pydicom_file
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        (folder / name).write_bytes(pydicom_file(name).read_bytes())
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys\n"
+        "from typer.main import get_command\n"
+        "from hypermodal.cli import app\n"
+        "if __name__ == '__main__':\n"
+        f"    args = ['predict', {str(folder)!r}, '--out', {str(tmp_path / 'p.csv')!r},"
+        " '--no-progress', '--device', 'auto']\n"
+        "    get_command(app).main(args, standalone_mode=False)\n"
+        "    print('torch' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "False"
+    assert "hypermodal-default.onnx.zip" in r.stderr

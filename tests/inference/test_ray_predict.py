@@ -159,6 +159,27 @@ def test_s3_objects_without_ray_answer_as_the_files_on_disk(bucket, local_run, t
     ]
 
 
+def test_report_thumbnails_of_s3_objects_are_the_files_own(bucket, archive, tmp_path, monkeypatch):
+    """``--report`` with ``s3://`` inputs: each thumbnail is read from its object, in memory."""
+    from hypermodal.inference.report.thumbnails import render_thumbnail
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", bucket.endpoint)
+    for name in ("ct.dcm", "emri.dcm"):
+        remote = render_thumbnail((f"s3://{BUCKET}/archive/{name}", None, 96))
+        local = render_thumbnail((str(archive / name), None, 96))
+        assert remote.reason is None and local.reason is None
+        assert remote.png == local.png and remote.shown_index == local.shown_index
+        assert remote.path == f"s3://{BUCKET}/archive/{name}"
+    gone = render_thumbnail((f"s3://{BUCKET}/archive/not-there.dcm", None, 96))
+    assert gone.reason and "not-there.dcm" in gone.reason
+    report = tmp_path / "report"
+    out = tmp_path / "s3.csv"
+    predict([f"s3://{BUCKET}/archive/"], None, out, report=report, workers=2, progress=False)
+    page = (report / "index.html").read_text()
+    assert f"s3://{BUCKET}/archive/ct.dcm" in page  # on a contact sheet, with its image
+    assert page.count('src="data:image/png;base64,') >= 4 and "data-unreadable" not in page
+
+
 class NativeFirstWorker(InferenceWorker):
     """An actor that first decodes each DICOM file with pydicom's own decoders (GDCM,
     pylibjpeg), as a reader without hypermodal's checks would: a bad file crashes the actor."""

@@ -153,6 +153,9 @@ def predict(
             device=device,
             slices=None if all_slices else slices,
             progress=progress,
+            engine=engine,
+            ray_address=ray_address,
+            ray_workers=workers,
         )
         echo_json(pacs.to_dict())
         return

@@ -37,7 +37,9 @@ __all__ = [
     "DeviceName",
     "MissingDependencyError",
     "cpu_count",
+    "gpu_present",
     "is_onnx_bundle",
+    "onnx_device",
     "onnx_has_cuda",
     "require_torch",
     "resolve_device",
@@ -126,6 +128,31 @@ def resolve_device_name(device: str) -> DeviceName:
             "CUDA provider: pip install onnxruntime-gpu, or PyTorch with CUDA)"
         )
     return DeviceName(kind, int(index) if sep else None)
+
+
+def gpu_present() -> bool:
+    """Whether this machine may have a GPU that PyTorch drives (an NVIDIA device node, or a
+    Mac's MPS), found without importing PyTorch."""
+    import sys
+
+    return sys.platform == "darwin" or any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def onnx_device(device: object, backend: str) -> DeviceName | None:
+    """The device an ONNX bundle runs on when ONNX Runtime can take it, checked without
+    importing PyTorch (a second or more and hundreds of megabytes saved on the light path);
+    ``None`` when only PyTorch can drive what was asked (MPS, or CUDA that ONNX Runtime lacks
+    here) and ``backend`` lets it (``auto``)."""
+    name = str(device).strip().lower()
+    if backend == "onnx" or not torch_available():
+        return resolve_device_name(name)
+    if backend != "auto":
+        return None
+    if name.startswith("mps") or (name.startswith("cuda") and not onnx_has_cuda()):
+        return None
+    if name == "auto" and not onnx_has_cuda() and gpu_present():
+        return None
+    return resolve_device_name(name)
 
 
 #: the device types a model may run on

@@ -244,7 +244,8 @@ def bundle_from_checkpoint(path: Path) -> OnnxBundle:
     import onnx
     import torch
 
-    from hypermodal.inference.model import read_checkpoint, torch_network
+    from hypermodal.inference.loaded import torch_network
+    from hypermodal.inference.model import read_checkpoint
 
     data = read_checkpoint(path)
     net = torch_network(data, data["model_state"], torch.device("cpu"), path)

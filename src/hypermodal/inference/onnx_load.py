@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hypermodal.common.errors import CheckpointError
-from hypermodal.inference.backends import TRAIN_EXTRA, onnx_has_cuda, torch_available
-from hypermodal.inference.model import (
-    LoadedModel,
-    model_parts,
+from hypermodal.inference.backends import (
+    TRAIN_EXTRA,
+    onnx_device,
+    onnx_has_cuda,
     resolve_device,
-    torch_network,
+    torch_available,
 )
+from hypermodal.inference.loaded import LoadedModel, model_parts, torch_network
 
 if TYPE_CHECKING:
     from hypermodal.inference.onnx_bundle import OnnxBundle
@@ -62,7 +63,8 @@ def load_bundle(path: Path, device: Any, backend: str, threads: int | None) -> L
     bundle = read_bundle(path)
     data = bundle.meta
     vocabulary, preprocess, evidence = model_parts(data, bundle.evidence_state(), path)
-    dev = resolve_device(device)
+    named = onnx_device(device, backend)
+    dev = named if named is not None else resolve_device(device)
     if backend == "auto":  # a GPU that only PyTorch can drive runs the network there
         gpu_for_torch = dev.type == "mps" or (dev.type == "cuda" and not onnx_has_cuda())
         backend = "torch" if gpu_for_torch and bundle.precision == "fp32" else "onnx"

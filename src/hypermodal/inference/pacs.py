@@ -220,6 +220,80 @@ def _classes(table: pd.DataFrame) -> list[str]:
     return [c[2:] for c in table.columns if c.startswith("p_")]
 
 
+def _classes_of(rows: list[dict[str, Any]]) -> list[str]:
+    """The classes of the ``p_<CLASS>`` columns of ``rows``, in their first order met."""
+    seen: dict[str, None] = {}
+    for row in rows:
+        seen.update({k[2:]: None for k in row if k.startswith("p_")})
+    return list(seen)
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """What every batch of series shares: the server, the model and the options (picklable:
+    a Ray task gets one)."""
+
+    url: str
+    checkpoint: Path | str | None
+    options: dict[str, Any]
+    per_series: int
+    retry: RetryPolicy
+    workers: int
+    timeout_s: float
+
+    def run(
+        self,
+        batch: list[SeriesInfo],
+        first: int,
+        scratch: Path | str | None = None,
+        clients: Callable[[], Any] | None = None,
+        wado: Any = None,
+    ) -> dict[str, Any]:
+        """Retrieve the sample of every series of ``batch`` (series ``first`` on of the query)
+        into a private temporary folder under ``scratch``, classify it, delete it.
+
+        Returns:
+            ``rows`` (one per series, as in ``out``), ``instances_in_series``,
+            ``instances_retrieved`` and ``bytes``.
+        """
+        from hypermodal.sources.fetch.dicomweb import make_client
+        from hypermodal.sources.fetch.wado import WadoClient
+
+        if clients is None:
+            local = threading.local()
+
+            def clients() -> Any:
+                if getattr(local, "client", None) is None:
+                    local.client = make_client(self.url, self.timeout_s)
+                return local.client
+
+        wado = wado or WadoClient(self.url, self.timeout_s)
+        tmp = Path(tempfile.mkdtemp(prefix="hypermodal-pacs-", dir=scratch))
+        try:
+            folder, work = tmp / "instances", tmp / "work"
+            folder.mkdir()
+            work.mkdir()
+            by_folder = {f"s{first + i:07d}": s.series for i, s in enumerate(batch)}
+            folders = [folder / name for name in by_folder]
+            done = _retrieve_batch(
+                clients, wado, self.url, batch, folders, self.per_series, self.retry, self.workers
+            )
+            results: dict[str, dict[str, Any]] = {}
+            classes: list[str] = []
+            if any(d.files for d in done):
+                table = _predict_call(folder, work, self.checkpoint, self.options)
+                classes = _classes(table)
+                results = _result_rows(table, by_folder)
+            return {
+                "rows": [_row(d, results.get(d.info.series), classes) for d in done],
+                "instances_in_series": sum(d.instances for d in done),
+                "instances_retrieved": sum(len(d.files) for d in done),
+                "bytes": sum(d.bytes for d in done),
+            }
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def classify_dicomweb(
     url: str,
     query: SeriesQuery | None,
@@ -239,6 +313,9 @@ def classify_dicomweb(
     timeout_s: float = 60.0,
     retry: RetryPolicy | None = None,
     progress: bool = True,
+    engine: str = "local",
+    ray_address: str | None = None,
+    ray_workers: int | None = None,
 ) -> PacsSummary:
     """Classify the series of the DICOMweb server at ``url`` that ``query`` selects, in place.
 
@@ -262,6 +339,12 @@ def classify_dicomweb(
         timeout_s: read time-out of each request.
         retry: retries of a failed request (a server that cannot be reached is not retried).
         progress: show a progress bar.
+        engine: ``"local"`` (batches one after the other here) or ``"ray"``: each batch is
+            retrieved and classified by a Ray task on a worker (the model runs there, the
+            instances go to that worker's temporary folder), and only the rows come back
+            (:mod:`hypermodal.inference.pacs_ray`); the answers are written back from here.
+        ray_address: the Ray cluster to join (None: a local Ray instance).
+        ray_workers: CPUs of the local Ray instance (None: all of this machine's).
 
     Raises:
         ValueError: a bad option (``out`` not .csv/.parquet, ``per_series`` below 1, no
@@ -294,43 +377,32 @@ def classify_dicomweb(
     series = query_server(url, query, client=clients(), timeout_s=timeout_s, retry=retry)
     summary = PacsSummary(url=url, query=query.describe(), series=len(series), out=str(out))
     summary.write_mode = writer.mode if writer else None
-    wado = WadoClient(url, timeout_s)
     options = {"progress": False, "device": device, "slices": slices, "workers": decode_workers}
+    job = BatchJob(url, checkpoint, options, per_series, retry, workers, timeout_s)
     rows: list[dict[str, Any]] = []
-    classes: list[str] = []
     bar = progress_bar(len(series), progress, desc="series", unit="series")
-    scratch_dir = Path(scratch) if scratch is not None else None
-    if scratch_dir is not None:
-        scratch_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="hypermodal-pacs-", dir=scratch_dir))
     try:
-        for b in range(0, len(series), batch_series):
-            batch = series[b : b + batch_series]
-            folder, work = tmp / "instances", tmp / "work"
-            folder.mkdir()
-            work.mkdir()
-            by_folder = {f"s{b + i:07d}": s.series for i, s in enumerate(batch)}
-            names = list(by_folder)
+        if str(engine).strip().lower() == "ray":
+            from hypermodal.inference.pacs_ray import classify_on_ray
 
-            done = _retrieve_batch(
-                clients, wado, url, batch, [folder / n for n in names], per_series, retry, workers
+            done = classify_on_ray(job, series, batch_series, ray_address, ray_workers)
+        else:
+            if scratch is not None:
+                Path(scratch).mkdir(parents=True, exist_ok=True)
+            wado = WadoClient(url, timeout_s)
+            done = (
+                job.run(series[b : b + batch_series], b, scratch, clients, wado)
+                for b in range(0, len(series), batch_series)
             )
-            results: dict[str, dict[str, Any]] = {}
-            if any(d.files for d in done):
-                table = _predict_call(folder, work, checkpoint, options)
-                classes = classes or _classes(table)
-                results = _result_rows(table, by_folder)
-            for d in done:
-                rows.append(_row(d, results.get(d.info.series), classes))
-                summary.instances_in_series += d.instances
-                summary.instances_retrieved += len(d.files)
-                summary.bytes_retrieved += d.bytes
-            bar.update(len(batch))
-            shutil.rmtree(folder, ignore_errors=True)
-            shutil.rmtree(work, ignore_errors=True)
+        for result in done:
+            rows += result["rows"]
+            summary.instances_in_series += result["instances_in_series"]
+            summary.instances_retrieved += result["instances_retrieved"]
+            summary.bytes_retrieved += result["bytes"]
+            bar.update(len(result["rows"]))
     finally:
         bar.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+    classes = _classes_of(rows)
     if writer is not None:
         _write_answers(writer, rows, summary, checkpoint)
     _finish(rows, classes, summary)

@@ -67,7 +67,7 @@ def decide_images(
     ``sizes`` (series key -> images by the headers) gives the feature ``images_in_series`` its
     true value when only a sample of a series was decoded.
     """
-    from hypermodal.inference.model import evidence_model
+    from hypermodal.inference.loaded import evidence_model
 
     vocab: ClassVocabulary = loaded.vocabulary
     table = pd.DataFrame(meta_rows, columns=list(META_COLUMNS))

@@ -148,15 +148,19 @@ def render_thumbnail(request: tuple[str, int | None, int]) -> Thumbnail:
     Returns:
         The :class:`Thumbnail`; never raises for a file that cannot be read.
     """
-    from hypermodal.io import ImageReadError, iter_images, read_header
+    from hypermodal.inference.remote_inputs import is_remote
+    from hypermodal.io import ImageReadError
 
     path, index, size = request
     heartbeat()
     try:
-        if index is None:
-            index = read_header(Path(path)).num_images // 2
-        _, image = next(iter(iter_images(Path(path), [int(index)])))
-        png, width, height = _png(window(fit(image, size)))
+        if is_remote(path):  # an s3:// object: read into memory, decoded like a file
+            from hypermodal.inference.remote_inputs import RemoteOptions, memory_file, read_object
+
+            with memory_file(read_object(path, RemoteOptions.from_environment())) as local:
+                index, png, width, height = _render(local, index, size)
+        else:
+            index, png, width, height = _render(path, index, size)
     except ImageReadError as exc:
         return _placeholder(path, request[1], size, exc.reason)
     except IndexError:
@@ -168,6 +172,16 @@ def render_thumbnail(request: tuple[str, int | None, int]) -> Thumbnail:
             raise
         return _placeholder(path, request[1], size, failure_reason(exc))
     return Thumbnail(path, request[1], png, width, height, shown_index=int(index))
+
+
+def _render(path: str, index: int | None, size: int) -> tuple[int, bytes, int, int]:
+    """The image ``index`` of the file at ``path`` (None: its middle one) as a PNG."""
+    from hypermodal.io import iter_images, read_header
+
+    if index is None:
+        index = read_header(Path(path)).num_images // 2
+    _, image = next(iter(iter_images(Path(path), [int(index)])))
+    return (int(index), *_png(window(fit(image, size))))
 
 
 def _placeholder(path: str, index: int | None, size: int, reason: str) -> Thumbnail:
