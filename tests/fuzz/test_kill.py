@@ -252,6 +252,51 @@ def test_killed_predict_reruns_to_the_same_table(kill_corpus, tiny_checkpoint, t
     assert not problems, "\n".join(problems)
 
 
+def _placed(folder: Path) -> dict[str, bytes]:
+    """The files ``sort`` placed under ``folder`` (not its manifest and series table, not a
+    temporary file), by relative path, with their bytes."""
+    own = {"sort-manifest.csv", "sort-series.csv"}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name not in own and ".tmp" not in p.name
+    }
+
+
+def test_killed_sort_resumes_to_the_same_tree(kill_corpus, tiny_checkpoint, tmp_path):
+    """``sort --mode copy``: after the kills and one more run, the tree is the uninterrupted
+    run's, file for file, with no copy half-written under a final name at any point."""
+    rng = random.Random(SEED + 4)
+    table = tmp_path / "series.csv"
+    model = ["--model", str(tiny_checkpoint), "--device", "cpu"]
+    _run(cli("predict", kill_corpus, "--out", table, *model, "--workers", "2", "--no-progress"))
+    args = ["--mode", "copy", "--predictions", table, "--workers", "2", "--no-progress"]
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    clean_s = _run(cli("sort", kill_corpus, "--to", clean, *args))
+    expected = _placed(clean)
+    assert len(expected) > 1000  # the corpus's readable files, each placed once
+
+    def only_whole_files(k: int) -> list[str]:
+        bad = [rel for rel, data in _placed(killed).items() if expected.get(rel) != data]
+        return (
+            [f"after kill {k}: {len(bad)} file(s) not as the clean run placed them: {bad[:3]}"]
+            if bad
+            else []
+        )
+
+    cmd = cli("sort", kill_corpus, "--to", killed, *args)
+    problems = _kill_repeatedly(cmd, _window(clean_s), rng, only_whole_files)
+    _run(cmd)
+    got = _placed(killed)
+    if got != expected:
+        missing, extra = expected.keys() - got.keys(), got.keys() - expected.keys()
+        problems.append(f"resumed tree differs: {len(missing)} missing, {len(extra)} extra")
+    problems += [f"left behind: {n}" for n in leftovers(killed)]
+    temps = [p for p in killed.rglob("*") if ".tmp" in p.name]
+    problems += [f"temporary file left: {p}" for p in temps]
+    assert not problems, "\n".join(problems)
+
+
 # ------------------------------------------------------------------- against the NBIA server
 @pytest.fixture(scope="module")
 def series(tmp_path_factory):

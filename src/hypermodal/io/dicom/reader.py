@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -149,13 +150,15 @@ def slice_position(ds: Any) -> float | None:
     orientation = float_values(ds, "ImageOrientationPatient")
     if not position or len(position) != 3:
         return None
-    normal = np.array([0.0, 0.0, 1.0])
-    if orientation and len(orientation) == 6:
-        cross = np.cross(orientation[:3], orientation[3:])
-        if np.all(np.isfinite(cross)) and np.linalg.norm(cross) > 1e-6:
-            normal = cross / np.linalg.norm(cross)
-    value = float(np.dot(normal, position))
-    return value if np.isfinite(value) else None
+    normal = (0.0, 0.0, 1.0)
+    if orientation and len(orientation) == 6:  # plain floats: a header pass does this per file
+        (a, b, c), (d, e, f) = orientation[:3], orientation[3:]
+        cross = (b * f - c * e, c * d - a * f, a * e - b * d)
+        norm = math.sqrt(sum(x * x for x in cross))
+        if math.isfinite(norm) and norm > 1e-6:
+            normal = (cross[0] / norm, cross[1] / norm, cross[2] / norm)
+    value = float(sum(n * p for n, p in zip(normal, position, strict=True)))
+    return value if math.isfinite(value) else None
 
 
 def _header_from(opened: OpenedFile) -> FileHeader:
