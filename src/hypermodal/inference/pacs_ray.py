@@ -3,7 +3,7 @@ worker, and only its rows come back to the driver.
 
 The driver lists the series (QIDO-RS, one cheap query), cuts them into batches — at most
 ``batch_series`` series each, and at least one batch per CPU of the cluster while there are
-series enough — and runs :meth:`~hypermodal.inference.pacs.BatchJob.run` of each as a Ray task
+series enough — and runs :meth:`~hypermodal.inference.pacs_batch.BatchJob.run` of each as a Ray task
 (one CPU each). The task retrieves its sample of instances through WADO-RS into the worker's
 own temporary folder, classifies them with the model loaded there (ONNX Runtime or PyTorch, as
 on the local path; the decoding stays crash-isolated in a process of its own), deletes the
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hypermodal.common.isolation import failure_reason
-from hypermodal.inference.pacs import BatchJob, _row
+from hypermodal.inference.pacs_batch import BatchJob, series_row
 from hypermodal.inference.pacs_retrieve import Retrieved
 from hypermodal.sources.fetch.query import SeriesInfo
 
@@ -49,7 +49,7 @@ def _run_batch(job: BatchJob, batch: list[SeriesInfo], first: int) -> dict[str, 
 
 def _failed(batch: Sequence[SeriesInfo], reason: str) -> dict[str, Any]:
     why = f"batch failed on its worker: {reason}"
-    rows = [_row(Retrieved(info=s, folder=Path(), error=why), None, []) for s in batch]
+    rows = [series_row(Retrieved(info=s, folder=Path(), error=why), None, []) for s in batch]
     return {"rows": rows, "instances_in_series": 0, "instances_retrieved": 0, "bytes": 0}
 
 

@@ -248,9 +248,12 @@ def _summary(
             n = int(pd.to_numeric(series["num_images"], errors="coerce").fillna(0).sum())
             items.append(("images", n, ""))
     items.append(("images decoded", len(images), ""))
-    items.append(("conflicts", sum("conflict" in c.kind for c in cards), "conflict"))
-    items.append(("unknown", sum("unknown" in c.kind for c in cards), "unknown"))
-    items.append(("errors", len(records), "errors"))
+    conflicts = sum("conflict" in c.kind for c in cards)
+    unknowns = sum("unknown" in c.kind for c in cards)
+    # a tile is marked (coloured) only when it holds something to look at
+    items.append(("conflicts", conflicts, "conflict" if conflicts else ""))
+    items.append(("unknown", unknowns, "unknown" if unknowns else ""))
+    items.append(("errors", len(records), "errors" if records else ""))
     listed = "".join(f"<li>{esc(n)}</li>" for n in notes)
     return (
         f'<section id="summary"><h2>Summary</h2>{sections.tiles(items)}'
