@@ -19,7 +19,14 @@ from hypermodal.common.engines import Engine
 from hypermodal.common.isolation import Crashed, failure_reason, heartbeat
 from hypermodal.common.progress import progress_bar
 from hypermodal.evidence.features import header_geometry, image_stats
-from hypermodal.inference.sampling import FileInfo, Series, file_info, header_info, plan_series
+from hypermodal.inference.sampling import (
+    FileInfo,
+    Series,
+    SharedValues,
+    file_info,
+    header_info,
+    plan_series,
+)
 from hypermodal.io import ImageReadError, iter_images, read_header
 from hypermodal.preprocess import PreprocessConfig, to_uint8
 
@@ -80,7 +87,7 @@ def header_chunk(paths: list[str]) -> list[dict[str, Any]]:
 
 
 def read_headers(
-    files: Sequence[Path], engine: Engine, progress: bool
+    files: Sequence[Path | str], engine: Engine, progress: bool
 ) -> tuple[list[FileInfo], list[tuple[str, str]]]:
     """Every file's header (no pixel data): the readable ones, and ``(path, reason)`` for the
     others, both in input order.
@@ -91,6 +98,7 @@ def read_headers(
     paths = [str(f) for f in files]
     chunks = [paths[i : i + HEADER_CHUNK] for i in range(0, len(paths), HEADER_CHUNK)]
     done: list[list[FileInfo | str]] = []  # per chunk: a FileInfo or the reason, per file
+    shared = SharedValues()
     again: list[int] = []
     bar = progress_bar(len(files), progress, desc="headers", unit="file")
     for chunk, result in _mapped(header_chunk, chunks, engine):
@@ -98,10 +106,10 @@ def read_headers(
             again.append(len(done))
             done.append([])
         else:
-            done.append([_info_or_reason(item) for item in result])
+            done.append([_info_or_reason(item, shared) for item in result])
             bar.update(len(chunk))
     for k in again:  # each file of a crashed chunk alone: a crash costs its own file only
-        done[k] = [_info_or_reason(item) for item in engine.map(header_info, chunks[k])]
+        done[k] = [_info_or_reason(x, shared) for x in engine.map(header_info, chunks[k])]
         bar.update(len(chunks[k]))
     bar.close()
     infos: list[FileInfo] = []
@@ -115,10 +123,10 @@ def read_headers(
     return infos, failed
 
 
-def _info_or_reason(item: Any) -> FileInfo | str:
+def _info_or_reason(item: Any, shared: SharedValues) -> FileInfo | str:
     if isinstance(item, Crashed):
         return item.reason
-    return item["error"] if "error" in item else file_info(item)
+    return item["error"] if "error" in item else file_info(item, shared)
 
 
 @dataclass

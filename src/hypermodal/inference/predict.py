@@ -116,7 +116,8 @@ def classify(
             device=device, limits=limits, skip=list(skip), **run,
         )  # fmt: skip
     # ---- local files on the local engine
-    files = expand_inputs(inputs, skip)
+    # as strings: a Path object costs several hundred bytes more per file, for the whole run
+    files = [str(f) for f in expand_inputs(inputs, skip)]
     if not files:
         named = ", ".join(path_text(local_path(i)) for i in inputs)
         raise EmptyInputError(f"no files under {named}: nothing to classify")
@@ -143,7 +144,7 @@ def classify(
         infos, failed = read_headers(files, runner, progress)
         errors += [error_record(path, "predict", reason) for path, reason in failed]
         groups = group_series(infos)
-        order = {str(f): i for i, f in enumerate(files)}
+        order = {f: i for i, f in enumerate(files)}
         sampler = Sampler(groups, slices, order)
         pending = 0
         for _, item in decode_rounds(sampler, loaded.preprocess, runner, progress):

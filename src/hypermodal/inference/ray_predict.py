@@ -38,7 +38,12 @@ from hypermodal.inference.remote_inputs import (
     remote_decode,
     remote_header_info,
 )
-from hypermodal.inference.sampling import EmptyInputError, file_info, group_series
+from hypermodal.inference.sampling import (
+    EmptyInputError,
+    SharedValues,
+    file_info,
+    group_series,
+)
 
 #: files per header call
 HEADER_CHUNK = 64
@@ -183,7 +188,7 @@ def classify_on_workers(
             pool = LocalRunner(runner, loaded, opts)
         try:
             items = [(loc, sizes.get(loc)) for loc in locations]
-            infos, failed = [], []
+            infos, failed, shared = [], [], SharedValues()
             bar = progress_bar(len(items), progress, desc="headers", unit="file")
             chunks = _chunks(items, HEADER_CHUNK)
             for chunk, results in zip(chunks, pool.run("headers", chunks), strict=True):
@@ -192,7 +197,7 @@ def classify_on_workers(
                     if "error" in rec:
                         failed.append((loc, rec["error"]))
                     else:
-                        infos.append(file_info(rec))
+                        infos.append(file_info(rec, shared))
             bar.close()
             errors += [error_record(path, "predict", reason) for path, reason in failed]
             groups = group_series(infos)

@@ -12,6 +12,7 @@ out*: they count in the series' number of images but are never opened again.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,8 +80,25 @@ def header_info(path: str) -> dict[str, Any]:
     }
 
 
-def file_info(record: dict[str, Any]) -> FileInfo:
-    """A :func:`header_info` record (without an error) as a :class:`FileInfo`."""
+class SharedValues:
+    """One copy of what the files of a series repeat (their header text, their series key),
+    so that the header pass over a million files holds each value once, not once per file."""
+
+    def __init__(self) -> None:
+        self._texts: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
+
+    def text(self, text: dict[str, Any]) -> dict[str, Any]:
+        """The shared dict equal to ``text`` (never mutated: files and series only read it)."""
+        return self._texts.setdefault(tuple(text.items()), text)
+
+    @staticmethod
+    def key(value: str) -> str:
+        return sys.intern(value)
+
+
+def file_info(record: dict[str, Any], shared: SharedValues | None = None) -> FileInfo:
+    """A :func:`header_info` record (without an error) as a :class:`FileInfo` (its repeated
+    values taken from ``shared`` when given)."""
     nan = float("nan")
     position = record.get("position")
     instance = record.get("instance")
@@ -89,12 +107,16 @@ def file_info(record: dict[str, Any]) -> FileInfo:
         float(instance) if instance is not None else nan,
         Path(record["path"]).name,
     )
+    series = record.get("series") or record["path"]
+    text = record.get("text") or {}
+    if shared is not None:
+        series, text = shared.key(series), shared.text(text)
     return FileInfo(
         path=record["path"],
         images=int(record["images"]),
-        series=record.get("series") or record["path"],
+        series=series,
         order=order,
-        text=record.get("text") or {},
+        text=text,
     )
 
 
@@ -130,6 +152,9 @@ class Series:
             self.files.sort(key=lambda f: f.order[2])
 
 
+_NO_TEXT: dict[str, str | None] = {}  # read only
+
+
 def group_series(infos: Iterable[FileInfo]) -> list[Series]:
     """Files grouped into series, in the order each series is first met, each in space order."""
     groups: dict[str, Series] = {}
@@ -138,7 +163,7 @@ def group_series(infos: Iterable[FileInfo]) -> list[Series]:
         if series is None:
             series = groups[info.series] = Series(info.series, text=info.text)
         series.files.append(info)
-        info.text = {}  # kept once per series, not once per file
+        info.text = _NO_TEXT  # kept once per series, not once per file
     for series in groups.values():
         series.ordered()
     return list(groups.values())
