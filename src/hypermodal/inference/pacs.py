@@ -20,7 +20,6 @@ series, per QIDO-RS), ``retrieved`` (instances retrieved), ``images_decoded``, `
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ import pandas as pd
 
 from hypermodal.common.files import atomic_path
 from hypermodal.common.progress import progress_bar
-from hypermodal.inference.pacs_batch import BatchJob, classes_of
+from hypermodal.inference.pacs_batch import BatchJob, classes_of, thread_clients
 from hypermodal.sources.fetch.base import RetryPolicy
 from hypermodal.sources.fetch.query import SeriesQuery
 
@@ -165,7 +164,7 @@ def classify_dicomweb(
             Orthanc.
     """
     from hypermodal.inference.orthanc_labels import OrthancWriter, rest_root
-    from hypermodal.sources.fetch.dicomweb import make_client, query_server
+    from hypermodal.sources.fetch.dicomweb import query_server
     from hypermodal.sources.fetch.wado import WadoClient
 
     start = time.perf_counter()
@@ -178,12 +177,7 @@ def classify_dicomweb(
     if write_labels:
         writer = OrthancWriter(rest_root(url, orthanc_url), metadata_key, timeout_s)
         writer.connect()  # fail before any work when the server cannot take the answers
-    local = threading.local()
-
-    def clients() -> Any:  # one QIDO-RS client per thread: sessions are not thread-safe
-        if getattr(local, "client", None) is None:
-            local.client = make_client(url, timeout_s)
-        return local.client
+    clients = thread_clients(url, timeout_s)
 
     series = query_server(url, query, client=clients(), timeout_s=timeout_s, retry=retry)
     summary = PacsSummary(url=url, query=query.describe(), series=len(series), out=str(out))

@@ -24,7 +24,22 @@ from hypermodal.inference.pacs_retrieve import Retrieved, retrieve_sample
 from hypermodal.sources.fetch.base import RetryPolicy
 from hypermodal.sources.fetch.query import SeriesInfo
 
-__all__ = ["BatchJob", "classes_of", "series_row"]
+__all__ = ["BatchJob", "classes_of", "series_row", "thread_clients"]
+
+
+def thread_clients(url: str, timeout_s: float) -> Callable[[], Any]:
+    """A factory of QIDO-RS clients for ``url``, one per thread (a client's session is not
+    thread-safe), each made on its thread's first call."""
+    from hypermodal.sources.fetch.dicomweb import make_client
+
+    local = threading.local()
+
+    def clients() -> Any:
+        if getattr(local, "client", None) is None:
+            local.client = make_client(url, timeout_s)
+        return local.client
+
+    return clients
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -177,17 +192,9 @@ class BatchJob:
             ``rows`` (one per series, as in ``out``), ``instances_in_series``,
             ``instances_retrieved`` and ``bytes``.
         """
-        from hypermodal.sources.fetch.dicomweb import make_client
         from hypermodal.sources.fetch.wado import WadoClient
 
-        if clients is None:
-            local = threading.local()
-
-            def clients() -> Any:
-                if getattr(local, "client", None) is None:
-                    local.client = make_client(self.url, self.timeout_s)
-                return local.client
-
+        clients = clients or thread_clients(self.url, self.timeout_s)
         wado = wado or WadoClient(self.url, self.timeout_s)
         tmp = Path(tempfile.mkdtemp(prefix="hypermodal-pacs-", dir=scratch))
         try:
