@@ -35,21 +35,39 @@ def test_batches_cover_every_series_once_and_feed_every_cpu():
                 assert len(cut) >= min(n, cpus)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-@pytest.mark.skipif(not HAS_RAY, reason="ray is not installed (pip install 'hypermodal[cluster]')")
-def test_ray_tasks_give_the_table_of_the_local_path(tmp_path):
-    with loaded_pacs(tmp_path / "pacs") as (srv, corpus):
-        local = tmp_path / "local.csv"
-        classify_dicomweb(srv.dicomweb, None, None, local, per_series=2, progress=False)
-        out = tmp_path / "ray.csv"
-        args = ["predict", "--dicomweb", srv.dicomweb, "--out", str(out), "--engine", "ray"]
-        result = CliRunner().invoke(
-            app, [*args, "--workers", "2", "--per-series", "2", "--no-progress"]
-        )
-        assert result.exit_code == 0, result.output
-        a = pd.read_csv(local).set_index("SeriesInstanceUID").sort_index()
-        b = pd.read_csv(out).set_index("SeriesInstanceUID").sort_index()
+NO_RAY = "ray is not installed (pip install 'hypermodal[cluster]')"
+
+
+def on_ray(test):
+    """A slow test on a private local Ray instance (skipped where Ray is not installed)."""
+    for mark in (
+        pytest.mark.slow,
+        pytest.mark.timeout(600),
+        pytest.mark.skipif(not HAS_RAY, reason=NO_RAY),
+    ):
+        test = mark(test)
+    return test
+
+
+@pytest.fixture(scope="module")
+def pacs(tmp_path_factory):
+    with loaded_pacs(tmp_path_factory.mktemp("pacs")) as loaded:
+        yield loaded
+
+
+@on_ray
+def test_ray_tasks_give_the_table_of_the_local_path(pacs, tmp_path):
+    srv, corpus = pacs
+    local = tmp_path / "local.csv"
+    classify_dicomweb(srv.dicomweb, None, None, local, per_series=2, progress=False)
+    out = tmp_path / "ray.csv"
+    args = ["predict", "--dicomweb", srv.dicomweb, "--out", str(out), "--engine", "ray"]
+    result = CliRunner().invoke(
+        app, [*args, "--workers", "2", "--per-series", "2", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    a = pd.read_csv(local).set_index("SeriesInstanceUID").sort_index()
+    b = pd.read_csv(out).set_index("SeriesInstanceUID").sort_index()
     assert len(a) == len(b) == len(corpus)
     for s in corpus.values():
         assert b.loc[s.series, "prediction"] == s.expected, s.name
@@ -60,3 +78,20 @@ def test_ray_tasks_give_the_table_of_the_local_path(tmp_path):
     stdout = result.stdout
     summary = json.loads(stdout[stdout.index("{") : stdout.rindex("}") + 1])
     assert summary["series_classified"] == len(corpus) and summary["series_failed"] == 0
+
+
+@on_ray
+def test_a_batch_that_fails_on_its_worker_gives_its_series_the_reason(pacs, tmp_path):
+    """A model the workers cannot load: every task raises; each series gets a row with the
+    reason, nothing is written to the server, and the run ends."""
+    srv, corpus = pacs
+    out = tmp_path / "ray.csv"
+    summary = classify_dicomweb(
+        srv.dicomweb, None, tmp_path / "missing.onnx.zip", out, per_series=1,
+        progress=False, engine="ray", ray_workers=2, batch_series=2,
+    )  # fmt: skip
+    table = pd.read_csv(out)
+    assert len(table) == len(corpus) and table["prediction"].isna().all()
+    assert table["error"].str.startswith("batch failed on its worker: ").all()
+    assert table["error"].str.contains("missing.onnx.zip").all()
+    assert summary.series_failed == len(corpus) and summary.series_classified == 0

@@ -8,8 +8,9 @@ series enough — and runs :meth:`~hypermodal.inference.pacs_batch.BatchJob.run`
 own temporary folder, classifies them with the model loaded there (ONNX Runtime or PyTorch, as
 on the local path; the decoding stays crash-isolated in a process of its own), deletes the
 instances and returns the rows. Nothing retrieved crosses the cluster and the driver never runs
-the model. A task that fails (its worker died) is retried once by Ray; a batch that still fails
-gives its series a row with the reason, and the run goes on.
+the model. A task whose worker died is retried once by Ray; a batch that still fails, or whose
+task raised (a model the worker cannot load), gives its series a row with the reason, and the
+run goes on.
 
 Every worker must reach the server at ``url``, have this package installed (the bundled model
 comes with it) and see ``checkpoint`` at the same path when one is given.
@@ -88,4 +89,5 @@ def classify_on_ray(
             try:
                 yield ray.get(ref)
             except Exception as exc:  # noqa: BLE001 - a worker lost twice: its series say why
-                yield _failed(batch, failure_reason(exc))
+                # an error raised in the task comes wrapped (RayTaskError): report what it was
+                yield _failed(batch, failure_reason(getattr(exc, "cause", None) or exc))
