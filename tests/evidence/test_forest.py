@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 import torch
 from sklearn.ensemble import RandomForestClassifier
 
@@ -127,3 +128,20 @@ def test_split_between_adjacent_float32_values_matches_scikit_learn():
     forest = ForestModel.fit(x, y, ("A", "B"), ("f",), **settings)
     rf = _sklearn(x, y, **settings)
     np.testing.assert_allclose(forest.predict_proba(x), rf.predict_proba(x), atol=1e-6)
+
+
+def test_a_forest_from_a_shorter_feature_list_reads_todays_rows_by_name():
+    # a checkpoint fitted before features "new" and "g" were added, in the middle and at the end
+    x, y = _data()
+    forest = ForestModel.fit(x, y, CLASSES, NAMES, **SETTINGS)
+    today = (*NAMES[:3], "new", *NAMES[3:], "g")
+    rng = np.random.default_rng(5)
+    rows, _ = _data(n=100, seed=4)
+    wide = np.column_stack([rows[:, :3], rng.normal(size=100), rows[:, 3:], rng.normal(size=100)])
+    aligned = forest.aligned(today)
+    assert aligned.feature_names == today
+    np.testing.assert_array_equal(aligned.predict_proba(wide), forest.predict_proba(rows))
+    assert forest.aligned(NAMES) is forest
+    # a feature the forest splits on that today's rows lack: refused, by name
+    with pytest.raises(ValueError, match="f0"):
+        forest.aligned(NAMES[1:])

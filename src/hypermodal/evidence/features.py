@@ -54,6 +54,7 @@ STAT_NAMES: tuple[str, ...] = (
     "rel_mean",  # (mean - min) / (max - min)
     "rel_median",
     "foreground",  # share above 10 % of the robust range
+    "depth_contrast",  # rank correlation of value and depth in the object's brighter half
 )
 
 #: Geometry from the header, in :func:`header_geometry` order (``images_in_series`` is added by
@@ -133,9 +134,59 @@ def image_stats(image: np.ndarray) -> np.ndarray:
         (float(v.mean()) - vmin) / span if span > 0 else 0.0,
         (float(q[3]) - vmin) / span if span > 0 else 0.0,
         np.mean(v > q[1] + 0.1 * robust) if robust > 0 else 0.0,
+        depth_contrast(masked, float(q[0]), float(q[6])),
     ]
     out[:] = np.asarray(values, dtype=np.float64)
     return out
+
+
+#: Pixels of the coarser grid :func:`depth_contrast` works on.
+DEPTH_PIXELS = 16_384
+
+
+def depth_contrast(grid: np.ndarray, low: float, high: float) -> float:
+    """Whether an object's brightest tissue lies inside it or at its edge: the rank correlation
+    between each pixel's depth in the object (distance to its outline) and its value, over the
+    pixels brighter than the object's median.
+
+    The object is what stands above 10 % of the ``low``..``high`` range (holes filled). In a
+    brain this is the grey/white contrast that value statistics cannot see: in CT (and any
+    window of it) grey matter, at the surface, is brighter than white matter, deep inside, so
+    the correlation is strongly negative; in a T1 MR white matter is the brighter, and it is
+    near zero or positive. NaN when there is no object of at least 64 pixels, or no brighter
+    half of it, to measure.
+    """
+    from scipy import ndimage, stats
+
+    step = max(1, int(np.ceil(np.sqrt(grid.size / DEPTH_PIXELS))))
+    g = grid[::step, ::step]
+    if g.ndim != 2 or not high > low:
+        return float("nan")
+    with np.errstate(invalid="ignore"):
+        mask = np.nan_to_num(g, nan=low) > low + 0.1 * (high - low)
+    mask = _fill_holes(mask) & np.isfinite(g)
+    if mask.sum() < 64:
+        return float("nan")
+    depth = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    values = g[mask]
+    bright = mask & (g > np.median(values))
+    if bright.sum() < 32:
+        return float("nan")
+    d, v = depth[bright], g[bright]
+    if d.min() == d.max() or v.min() == v.max():
+        return 0.0
+    return float(stats.spearmanr(d, v)[0])
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes`` (4-connected background) in one labelling pass: the
+    background parts that do not reach the border are holes."""
+    from scipy import ndimage
+
+    background, _ = ndimage.label(~mask)
+    edge = np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
+    outside = np.unique(edge[edge > 0])
+    return ~np.isin(background, outside)
 
 
 def _float(value: Any) -> float:

@@ -109,6 +109,31 @@ class ForestModel:
         probs = self.value[tree_idx, node].mean(axis=0)
         return probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
 
+    def aligned(self, names: tuple[str, ...]) -> ForestModel:
+        """This forest reading rows in ``names`` order: a checkpoint fitted when the feature list
+        was shorter (features are only ever added) keeps working, each split finding its feature
+        by name.
+
+        Raises:
+            ValueError: a feature the forest splits on is not in ``names``.
+        """
+        names = tuple(names)
+        if names == self.feature_names:
+            return self
+        position = {name: i for i, name in enumerate(names)}
+        used = {int(f) for f in np.unique(self.feature) if f >= 0}
+        missing = sorted(n for n in (self.feature_names[f] for f in used) if n not in position)
+        if missing:
+            raise ValueError(
+                f"the feature model splits on features this version does not compute: {missing}"
+            )
+        lookup = np.array([position.get(n, -1) for n in self.feature_names], dtype=np.int32)
+        feature = np.where(self.feature >= 0, lookup[np.maximum(self.feature, 0)], -1)
+        return ForestModel(
+            self.classes, names, self.left, self.right, feature.astype(np.int32),
+            self.threshold, self.value,
+        )  # fmt: skip
+
     def to_state(self) -> dict[str, Any]:
         """Plain data for a checkpoint (numpy arrays become tensors in the caller)."""
         return {

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hypermodal.evidence.features import FEATURE_NAMES, series_matrix
+from hypermodal.evidence.features import FEATURE_NAMES, SERIES_FEATURE_NAMES, series_matrix
 from hypermodal.evidence.forest import ForestModel
 from hypermodal.evidence.fusion import (
     EVIDENCE,
@@ -202,13 +202,18 @@ class EvidenceModel:
     def from_state(cls, state: Mapping[str, Any]) -> EvidenceModel:
         forest = ForestModel.from_state(state["forest"]) if state.get("forest") else None
         series = state.get("series_forest")
+        series_forest = ForestModel.from_state(series) if series else None
+        # checkpoints from before a feature was added read today's rows by feature name
+        forest = forest.aligned(FEATURE_NAMES) if forest is not None else None
+        if series_forest is not None:
+            series_forest = series_forest.aligned(SERIES_FEATURE_NAMES)
         return cls(
             classes=tuple(state["classes"]),
             forest=forest,
             fusion=Fusion.from_state(state["fusion"]),
             header_trust=float(state.get("header_trust", DEFAULT_TRUST)),
             info=dict(state.get("info") or {}),
-            series_forest=ForestModel.from_state(series) if series else None,
+            series_forest=series_forest,
         )
 
     @classmethod

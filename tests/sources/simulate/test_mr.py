@@ -64,3 +64,18 @@ def test_every_kind_writes_a_readable_header_free_nifti(epi_volume, epi_anatomy,
         assert header.num_images == vol.values.shape[2]
         _, first = next(iter_images(a))
         assert np.isfinite(first).all()
+
+
+def test_template_export_is_a_smooth_eight_bit_brain(epi_volume, epi_anatomy):
+    brain = simulate_mr(epi_volume, "brain-uint8", np.random.default_rng(0), epi_anatomy)
+    template = simulate_mr(epi_volume, "template", np.random.default_rng(0), epi_anatomy)
+    assert template.values.dtype == np.uint8
+    # the same background as the skull-stripped export, its top below the byte range's
+    assert ((template.values == 0) == (brain.values == 0)).mean() > 0.95
+    assert 190 <= template.values.max() <= 255
+    inside = brain.values > 0
+
+    def roughness(v):
+        return np.median(np.abs(np.diff(v.astype(float), axis=0))[inside[1:] & inside[:-1]])
+
+    assert roughness(template.values) < roughness(brain.values)

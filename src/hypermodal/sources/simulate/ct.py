@@ -10,7 +10,11 @@ converted from DICOM are):
   50/400), mapped to integers 0..width and stored as int16/uint8, as atlases and windowed
   exports are;
 * ``brain-window`` — like ``window`` but skull-stripped (every voxel outside the brain classes
-  set to 0), as CT brain templates are.
+  set to 0) and through a brain or subdural window only, as skull-stripped CT exports are;
+* ``template`` — HU without scanner noise, smoothed (Gaussian, 0.8–2 voxels) and skull-stripped
+  (background 0), int16, as CT brain atlases (averages of many scans) are: the CT counterpart
+  of the MR ``template`` export, so that "a smooth brain on a zero background" is evidence for
+  neither class.
 
 At most ``max_slices`` axial slices from the middle of the volume are kept.
 """
@@ -24,13 +28,16 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+from scipy import ndimage
 
 from hypermodal.common.files import write_bytes_atomic
 from hypermodal.sources.simulate.anatomy import Anatomy, Tissue
 
 #: (level, width) of the display windows used for windowed exports.
 CT_EXPORT_WINDOWS = ((40.0, 80.0), (75.0, 215.0), (50.0, 400.0))
-KINDS = ("hu", "window", "brain-window")
+KINDS = ("hu", "window", "brain-window", "template")
+#: Windows of skull-stripped exports (a brain is not exported through a soft-tissue window).
+BRAIN_WINDOWS = CT_EXPORT_WINDOWS[:2]
 BRAIN = (Tissue.GREY, Tissue.WHITE, Tissue.CSF)
 
 
@@ -53,12 +60,17 @@ def simulate_ct(
     hu = hu[:, :, lo : lo + max_slices]
     tissue = anatomy.tissue[:, :, lo : lo + max_slices]
     body = tissue != Tissue.AIR
+    if kind == "template":
+        smooth = ndimage.gaussian_filter(hu, float(rng.uniform(0.8, 2.0)))
+        values = np.where(np.isin(tissue, BRAIN), np.round(smooth), 0.0).astype(np.int16)
+        return CtVolume(values, anatomy.spacing, kind)
     noise = rng.normal(0.0, rng.uniform(5.0, 15.0), hu.shape).astype(np.float32)
     hu = np.where(body, hu + noise, hu)
     if kind == "hu":
         values = np.clip(np.round(hu), -1024, 3071).astype(np.int16)
     else:
-        level, width = CT_EXPORT_WINDOWS[int(rng.integers(len(CT_EXPORT_WINDOWS)))]
+        windows = BRAIN_WINDOWS if kind == "brain-window" else CT_EXPORT_WINDOWS
+        level, width = windows[int(rng.integers(len(windows)))]
         windowed = np.clip(hu - (level - width / 2.0), 0.0, width)
         if kind == "brain-window":
             windowed = np.where(np.isin(tissue, BRAIN), windowed, 0.0)

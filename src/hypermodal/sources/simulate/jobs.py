@@ -73,6 +73,12 @@ class Written:
     skipped: int = 0  # source images that could not be read (exports)
 
 
+def _slices(kind: str, settings: Settings) -> int:
+    """Slices kept of a CT or MR export: templates keep the whole volume (an atlas is one
+    volume of every slice, whatever its modality), the others the middle ``pet_max_slices / 2``."""
+    return 4 * settings.pet_max_slices if kind == "template" else settings.pet_max_slices // 2
+
+
 def write_drr_dataset(
     folder: Path,
     name: str,
@@ -104,11 +110,12 @@ def write_ct_dataset(
     settings: Settings,
     rng: np.random.Generator,
 ) -> Written:
-    """One CT export of each kind (HU, windowed, skull-stripped windowed) of each volume."""
+    """One CT export of each kind (HU, windowed, skull-stripped windowed, template) of each
+    volume."""
     out = Written()
     for v, (vol_name, anatomy) in enumerate(anatomies):
         for kind in CT_KINDS:
-            ct = simulate_ct(anatomy, kind, rng, max_slices=settings.pet_max_slices // 2)
+            ct = simulate_ct(anatomy, kind, rng, max_slices=_slices(kind, settings))
             path = folder / f"ct-{v + 1:02d}-{kind}.nii.gz"
             write_ct_nifti(path, ct, f"simulated CT ({kind}) from {source} {vol_name}")
             out.files += 1
@@ -125,12 +132,12 @@ def write_mr_dataset(
     settings: Settings,
     rng: np.random.Generator,
 ) -> Written:
-    """One MR export of each kind (8-bit, skull-stripped 8-bit, scaled, standardised, EPI grid)
-    of each real MR volume."""
+    """One MR export of each kind (8-bit, skull-stripped 8-bit, template, scaled, standardised,
+    EPI grid) of each real MR volume."""
     out = Written()
     for v, (vol_name, vol, anatomy) in enumerate(volumes):
         for kind in MR_KINDS:
-            mr = simulate_mr(vol, kind, rng, anatomy, max_slices=settings.pet_max_slices // 2)
+            mr = simulate_mr(vol, kind, rng, anatomy, max_slices=_slices(kind, settings))
             path = folder / f"mr-{v + 1:02d}-{kind}.nii.gz"
             write_ct_nifti(path, mr, f"MR export ({kind}) of {source} {vol_name}")
             out.files += 1

@@ -9,6 +9,8 @@ never a model of them), all NIfTI (no header claim):
   volumes (FreeSurfer's ``T1.mgz`` converted) and 8-bit templates are;
 * ``brain-uint8`` — like ``uint8`` but skull-stripped (the brain classes of the anatomy, or the
   object itself for a brain-only source), as ``brain.mgz``-style exports are;
+* ``template`` — like ``brain-uint8`` but smoothed (Gaussian, 0.8–2 voxels) and rescaled to a
+  top of 200–255, as 8-bit brain templates (averages such as MNI152) are;
 * ``scaled`` — float32 times a random factor 10^U(-3, 1), as bias-corrected or max-normalised
   volumes are;
 * ``zscore`` — float32 standardised over the object (background at its own value), as
@@ -29,7 +31,7 @@ from scipy import ndimage
 from hypermodal.sources.simulate.anatomy import Anatomy, Tissue, foreground
 from hypermodal.sources.simulate.volumes import SourceVolume
 
-KINDS = ("uint8", "brain-uint8", "scaled", "zscore", "epi")
+KINDS = ("uint8", "brain-uint8", "template", "scaled", "zscore", "epi")
 BRAIN = (Tissue.GREY, Tissue.WHITE, Tissue.CSF)
 
 
@@ -102,10 +104,15 @@ def simulate_mr(
     if kind == "epi":
         values, spacing = _epi(data[:, :, keep], vol.spacing, rng)
         return MrVolume(values, spacing, kind)
-    if kind == "brain-uint8":
+    if kind in ("brain-uint8", "template"):
         mask = _brain_mask(vol, anatomy)
         data = np.where(mask, data, float(np.percentile(data[~mask], 1)) if (~mask).any() else 0.0)
-        values = np.where(mask, _to_uint8(data, rng), 0).astype(np.uint8)
+        if kind == "template":
+            data = ndimage.gaussian_filter(data, float(rng.uniform(0.8, 2.0)))
+        values = _to_uint8(data, rng)
+        if kind == "template":
+            values = np.round(values * rng.uniform(200.0, 255.0) / 255.0)
+        values = np.where(mask, values, 0).astype(np.uint8)
     elif kind == "uint8":
         values = _to_uint8(data, rng)
     elif kind == "scaled":
