@@ -30,7 +30,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
 # The bundled default model and its model card: cross-validation by dataset on the bundled
-# corpus and its simulations, then the final model trained on everything (about 15 min on 2 cores).
+# corpus and its simulations, then the final model trained on everything (28 min on 2 cores).
 # crossval writes the PyTorch checkpoint and its ONNX bundle; only the bundle (and card) ship.
 default-model: $(STAMP)
 	$(VENV)/bin/hypermodal crossval --out runs/default \

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import onnx
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -12,6 +13,7 @@ from hypermodal.cli import app
 from hypermodal.common.errors import CheckpointError
 from hypermodal.default_model import MODEL_PATH
 from hypermodal.inference import load_model, predict, predict_proba
+from hypermodal.inference.onnx_bundle import read_bundle
 from hypermodal.inference.onnx_export import export_onnx
 from hypermodal.inference.onnx_quantize import agreement, calibration_set
 from tests.helpers import real_model_inputs
@@ -38,10 +40,16 @@ def test_int8_export_is_half_the_size_and_agrees_with_fp32(real_corpus, tmp_path
     images = real_model_inputs(fp32.preprocess, per_file=32)
     measured = agreement(predict_proba(fp32, images), predict_proba(int8, images))
     assert measured["images"] == len(images) >= 35
-    # 39 images: one disagreement is 2.6 points; the worst image may move by a fifth, the mean
-    # must stay small (the decisions of the whole pipeline are compared below)
-    assert measured["top1_agreement"] >= 0.9 and measured["mean_abs_diff"] < 0.05, measured
-    assert measured["max_abs_diff"] < 0.25, measured
+    # 39 images: one disagreement is 2.6 points. With the stem in fp32 the worst image moves by
+    # about 0.01 (quantising the stem too moved one by 0.49 and flipped 38 % of the answers)
+    assert measured["top1_agreement"] >= 0.95 and measured["mean_abs_diff"] < 0.01, measured
+    assert measured["max_abs_diff"] < 0.05, measured
+    # the stem (first convolution, on the [0, 1] image) stays fp32; every other one is int8
+    graph = onnx.load_from_string(read_bundle(out).model).graph
+    dequantised = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert convs[0].input[1] not in dequantised
+    assert all(c.input[1] in dequantised for c in convs[1:]) and len(convs) > 10
     with pytest.raises(CheckpointError, match="ONNX Runtime only"):
         load_model(out, backend="torch")
     with pytest.raises(CheckpointError, match="already int8"):

@@ -153,9 +153,10 @@ def write_model_card(card: Path, metrics: dict[str, Any], report: str, datasets:
         "other modalities are OTHER; a confidence below "
         f"{metrics['unknown_below']} is UNKNOWN).",
         f"- Evidence: CNN `{pc.get('model', 'resnet18')}` at {pc.get('train_size')} px on the "
-        "paper's min-max preprocessing; a random forest on intensity statistics and header "
-        "geometry; the DICOM header with a stated trust; fused by weighted log-linear pooling "
-        "fitted on out-of-fold predictions of the real datasets.",
+        "paper's min-max preprocessing; random forests (per image and per series) on intensity "
+        "statistics, the depth contrast (whether the brighter tissue lies inside the object or "
+        "at its edge) and header geometry; the DICOM header with a stated trust; fused by "
+        "weighted log-linear pooling fitted on out-of-fold predictions of the real datasets.",
         "- Trained by: `make default-model` (`hypermodal crossval --out runs/default "
         "--save-model runs/default/model/hypermodal-default.pt`, which also writes the bundle, "
         f"then copied here), seed {metrics['seed']}.",

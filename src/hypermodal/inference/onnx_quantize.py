@@ -8,7 +8,10 @@ through it, at most ``limit`` in all. :func:`quantize_bundle` then
    (float16 casts folded, batch norm fused into the convolutions): the graph to quantise;
 2. runs ``onnxruntime.quantization.quantize_static`` on it: QDQ format, weights int8 per output
    channel, activations uint8, ranges from the calibration images (min-max, reduced inside
-   the graph batch by batch, so the calibrator keeps two numbers per tensor and batch);
+   the graph batch by batch, so the calibrator keeps two numbers per tensor and batch). The
+   stem — the first convolution, which sees the [0, 1] image itself — stays fp32 (0.03 % of
+   the weights): quantised, it moved the default model's probabilities by up to 0.49 and
+   flipped 38 % of its top-1 answers on a small calibration set; kept, by at most 0.01;
 3. measures the int8 network against fp32 on the calibration images (top-1 agreement and the
    largest probability difference) and records both in the bundle's ``int8`` entry.
 """
@@ -172,6 +175,14 @@ def _basic_fp32(model: bytes, path: Path) -> None:
     ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
+def _stem(graph: Path) -> list[str]:
+    """The name of the graph's first convolution (in graph order), kept fp32; none if unnamed."""
+    import onnx
+
+    convs = [n.name for n in onnx.load(str(graph)).graph.node if n.op_type == "Conv"]
+    return convs[:1] if convs and convs[0] else []
+
+
 def quantize_bundle(bundle: OnnxBundle, images: np.ndarray, info: dict[str, Any]) -> OnnxBundle:
     """The int8 bundle of an fp32 ``bundle``, calibrated on uint8 ``images`` (see module)."""
     from onnxruntime.quantization import (
@@ -189,6 +200,7 @@ def quantize_bundle(bundle: OnnxBundle, images: np.ndarray, info: dict[str, Any]
         "weights": "int8, per channel",
         "activations": "uint8",
         "calibration": "min-max",
+        "fp32 nodes": "the stem (first convolution)",
     }
     with tempfile.TemporaryDirectory(prefix="hypermodal-int8-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
@@ -205,6 +217,7 @@ def quantize_bundle(bundle: OnnxBundle, images: np.ndarray, info: dict[str, Any]
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_exclude=_stem(src),
             )
         finally:
             logging.getLogger().setLevel(quiet)
