@@ -200,13 +200,12 @@ class EvidenceModel:
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> EvidenceModel:
-        forest = ForestModel.from_state(state["forest"]) if state.get("forest") else None
-        series = state.get("series_forest")
-        series_forest = ForestModel.from_state(series) if series else None
         # checkpoints from before a feature was added read today's rows by feature name
-        forest = forest.aligned(FEATURE_NAMES) if forest is not None else None
-        if series_forest is not None:
-            series_forest = series_forest.aligned(SERIES_FEATURE_NAMES)
+        image, series = state.get("forest"), state.get("series_forest")
+        forest = ForestModel.from_state(image).aligned(FEATURE_NAMES) if image else None
+        series_forest = (
+            ForestModel.from_state(series).aligned(SERIES_FEATURE_NAMES) if series else None
+        )
         return cls(
             classes=tuple(state["classes"]),
             forest=forest,

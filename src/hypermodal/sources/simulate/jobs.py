@@ -74,8 +74,9 @@ class Written:
 
 
 def _slices(kind: str, settings: Settings) -> int:
-    """Slices kept of a CT or MR export: templates keep the whole volume (an atlas is one
-    volume of every slice, whatever its modality), the others the middle ``pet_max_slices / 2``."""
+    """Slices kept of a CT or MR export: templates up to ``4 * pet_max_slices`` (320 at scale 1:
+    every slice of the bundled volumes, as an atlas is one whole volume whatever its modality),
+    the other exports the middle ``pet_max_slices / 2``."""
     return 4 * settings.pet_max_slices if kind == "template" else settings.pet_max_slices // 2
 
 
